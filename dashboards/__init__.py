@@ -1,0 +1,3 @@
+"""dashboards package of Vigil."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""detectors package of Vigil."""
+
+from __future__ import annotations

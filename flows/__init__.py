@@ -1,0 +1,3 @@
+"""flows package of Vigil."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""sinks package of Vigil."""
+
+from __future__ import annotations

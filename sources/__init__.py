@@ -1,0 +1,3 @@
+"""sources package of Vigil."""
+
+from __future__ import annotations
