@@ -1,0 +1,467 @@
+"""Turn detections into Alertmanager-shaped alerts and deliver them.
+
+An alert is one entry of the ``alerts`` array of Alertmanager's webhook payload (version
+``"4"``), plus a ``dedup_key``:
+
+- ``labels`` identify the condition and never change while it lasts: ``alertname`` (the
+  detection kind), ``feed``, ``entity`` and ``severity``.
+- ``annotations`` carry everything that varies: summary, description, the observed value
+  and threshold, the window, the baseline band and the detection's ``extra`` pairs. Numbers
+  are strings, as Alertmanager sends them.
+- ``fingerprint`` is 16 hex characters of SHA-256 over the sorted *identity* labels
+  (``alertname``, ``entity``, ``feed``): the same kind on the same entity in the same feed is
+  the same alert whatever its severity (see ``Detection.fingerprint_key``).
+- ``dedup_key`` is ``"<fingerprint>@<unix seconds>"``. Sinks are at-least-once (bytewax
+  replays the epoch it resumes from), so receivers drop alerts whose key they have seen.
+
+:class:`AlertSink` writes each batch as JSON lines, hands each alert to a callback, and POSTs
+the batch as one webhook payload whose ``Idempotency-Key`` is derived from its alerts'
+``dedup_key``\\ s (see :mod:`sinks.webhook` for signing). It never raises: failures are
+logged without secrets and counted in ``vigil_sink_failures_total{sink,reason}``.
+
+Examples
+--------
+>>> from flows.records import Detection
+>>> d = Detection(kind="ssh_brute_force", entity="203.0.113.7", severity="high",
+...               ts=1700000000.0, observed=42.0, threshold=10.0,
+...               summary="42 failed logins", description="42 failures in 60s, limit 10",
+...               window_s=60.0)
+>>> alert = alert_from_detection(d)
+>>> alert["labels"]
+{'alertname': 'ssh_brute_force', 'feed': 'security', 'entity': '203.0.113.7', 'severity': 'high'}
+>>> alert["annotations"]["observed"], alert["annotations"]["window_s"]
+('42', '60')
+>>> alert["startsAt"]
+'2023-11-14T22:13:20Z'
+>>> alert["dedup_key"] == alert["fingerprint"] + "@1700000000"
+True
+>>> webhook_payload([alert])["commonLabels"]["alertname"]
+'ssh_brute_force'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import orjson
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from typing_extensions import override
+
+from flows.records import Detection
+from sinks.webhook import WebhookClient
+
+__all__ = [
+    "ALERTS",
+    "METRIC_NAMES",
+    "NOTIFICATIONS",
+    "SINK_FAILURES",
+    "AlertSink",
+    "alert_from_detection",
+    "idempotency_key",
+    "webhook_payload",
+]
+
+log = logging.getLogger(__name__)
+
+#: Alerts produced, by ``feed``, ``kind`` and ``severity``.
+ALERTS = "vigil_alerts_total"
+#: Webhook deliveries, by ``sink`` and ``outcome`` (a ``DeliveryResult.reason``).
+NOTIFICATIONS = "vigil_notifications_total"
+#: Failures of any alert destination, by ``sink`` and a stable ``reason``.
+SINK_FAILURES = "vigil_sink_failures_total"
+METRIC_NAMES: tuple[str, ...] = (ALERTS, NOTIFICATIONS, SINK_FAILURES)
+
+#: Alertmanager's "zero" time: the alert has no known end.
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_IDENTITY_LABELS = ("alertname", "entity", "feed")
+_ANNOTATION_NAME = re.compile(r"[^A-Za-z0-9_]")
+
+C = TypeVar("C", bound=Counter)
+
+
+def _format_number(x: float) -> str:
+    """Numbers as Alertmanager-style strings: ``42``, ``0.25``, ``NaN``, ``+Inf``."""
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "+Inf" if x > 0 else "-Inf"
+    if x == int(x) and abs(x) < 2**53:
+        return str(int(x))
+    return repr(float(x))
+
+
+def _rfc3339(ts: float) -> str:
+    """UTC RFC 3339 with only as many fractional digits as needed (as Go's RFC3339Nano)."""
+    if not math.isfinite(ts):
+        msg = f"detection timestamp must be finite, got {ts!r}"
+        raise ValueError(msg)
+    try:
+        dt = datetime.fromtimestamp(ts, tz=UTC)
+    except (OverflowError, OSError) as ex:
+        msg = f"detection timestamp out of range: {ts!r}"
+        raise ValueError(msg) from ex
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    if dt.microsecond:
+        text += f".{dt.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+def _annotation_name(key: str) -> str:
+    """A valid Alertmanager annotation name (``[A-Za-z_][A-Za-z0-9_]*``)."""
+    name = _ANNOTATION_NAME.sub("_", key)
+    return name if name and not name[0].isdigit() else f"_{name}"
+
+
+def fingerprint(labels: dict[str, str]) -> str:
+    """16 hex characters of SHA-256 over the sorted identity labels.
+
+    Parameters
+    ----------
+    labels
+        Alert labels; only ``alertname``, ``entity`` and ``feed`` are used.
+
+    Examples
+    --------
+    >>> a = fingerprint({"alertname": "x", "entity": "e", "feed": "f", "severity": "high"})
+    >>> b = fingerprint({"feed": "f", "entity": "e", "alertname": "x", "severity": "info"})
+    >>> a == b, len(a)
+    (True, 16)
+    """
+    h = hashlib.sha256()
+    for name in sorted(_IDENTITY_LABELS):
+        # 0xff never occurs in UTF-8, so it separates names and values unambiguously
+        # (the same trick as Prometheus's label hashing).
+        h.update(name.encode() + b"\xff" + labels.get(name, "").encode() + b"\xff")
+    return h.hexdigest()[:16]
+
+
+def alert_from_detection(d: Detection, *, now: float | None = None) -> dict[str, Any]:
+    """One Alertmanager webhook v4 alert (plus ``dedup_key``) for a detection.
+
+    Parameters
+    ----------
+    d
+        The detection.
+    now
+        Unused by firing alerts today (``startsAt`` is the detection's event time, so a
+        replay yields the identical alert); accepted so callers can pass a clock uniformly.
+
+    Returns
+    -------
+    dict
+        ``status``, ``labels``, ``annotations``, ``startsAt``, ``endsAt``,
+        ``generatorURL``, ``fingerprint`` and ``dedup_key``. ``d.extra`` keys are made
+        valid annotation names (other characters become ``_``) and cannot override the
+        standard annotations.
+
+    Raises
+    ------
+    ValueError
+        If ``d.ts`` is not a finite, representable time.
+    """
+    del now  # see docstring: the alert depends on event time only
+    labels = {"alertname": d.kind, "feed": d.feed, "entity": d.entity, "severity": d.severity}
+    annotations: dict[str, str] = {_annotation_name(k): str(v) for k, v in d.extra}
+    annotations.update(
+        summary=d.summary,
+        description=d.description,
+        observed=_format_number(d.observed),
+        threshold=_format_number(d.threshold),
+        window_s=_format_number(d.window_s),
+    )
+    for name in ("expected", "lower", "upper"):
+        value = getattr(d, name)
+        if value is not None:
+            annotations[name] = _format_number(value)
+    starts_at = _rfc3339(d.ts)
+    fp = fingerprint(labels)
+    return {
+        "status": "firing",
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": starts_at,
+        "endsAt": ZERO_TIME,
+        "generatorURL": "",
+        "fingerprint": fp,
+        "dedup_key": f"{fp}@{int(d.ts)}",
+    }
+
+
+def _common(dicts: list[dict[str, str]]) -> dict[str, str]:
+    """Pairs present with the same value in every dict."""
+    if not dicts:
+        return {}
+    first, *rest = dicts
+    return {k: v for k, v in first.items() if all(d.get(k) == v for d in rest)}
+
+
+def webhook_payload(
+    alerts: list[dict[str, Any]],
+    *,
+    receiver: str = "vigil",
+    status: str = "firing",
+    external_url: str = "",
+) -> dict[str, Any]:
+    """An Alertmanager webhook (version ``"4"``) payload around ``alerts``.
+
+    Vigil does not group alerts, so ``groupLabels`` is empty and ``groupKey`` is what
+    Alertmanager sends for a root route without ``group_by``: ``"{}:{}"``.
+
+    Parameters
+    ----------
+    alerts
+        Alerts from :func:`alert_from_detection`.
+    receiver
+        Receiver name reported to the endpoint.
+    status
+        ``"firing"`` or ``"resolved"``.
+    external_url
+        Link back to the sender, if any.
+
+    Examples
+    --------
+    >>> p = webhook_payload([])
+    >>> p["version"], p["groupKey"], p["truncatedAlerts"], p["alerts"]
+    ('4', '{}:{}', 0, [])
+    """
+    return {
+        "version": "4",
+        "groupKey": "{}:{}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": receiver,
+        "groupLabels": {},
+        "commonLabels": _common([a["labels"] for a in alerts]),
+        "commonAnnotations": _common([a["annotations"] for a in alerts]),
+        "externalURL": external_url,
+        "alerts": alerts,
+    }
+
+
+def idempotency_key(alerts: Iterable[dict[str, Any]]) -> str:
+    """SHA-256 hex over the sorted ``dedup_key``\\ s: the same batch always gets the same key.
+
+    Parameters
+    ----------
+    alerts
+        Alerts carrying a ``dedup_key``.
+
+    Examples
+    --------
+    >>> idempotency_key([{"dedup_key": "a@1"}, {"dedup_key": "b@2"}]) == idempotency_key(
+    ...     [{"dedup_key": "b@2"}, {"dedup_key": "a@1"}])
+    True
+    """
+    keys = sorted(str(a["dedup_key"]) for a in alerts)
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()
+
+
+def _get_or_create(
+    cls: type[C], name: str, documentation: str, labels: tuple[str, ...], registry: Any
+) -> C:
+    """Register a metric, or return the one already registered under ``name``.
+
+    Two sinks (or two workers of one process) share one registry; the second registration
+    would raise ``Duplicated timeseries``. ``prometheus_client`` has no public lookup, so
+    this reads the registry's name index, and only after a registration failed.
+    """
+    try:
+        return cls(name, documentation, labels, registry=registry)
+    except ValueError:
+        names = getattr(registry, "_names_to_collectors", {})
+        existing = names.get(name)
+        if isinstance(existing, cls) and tuple(existing._labelnames) == labels:
+            return existing
+        raise
+
+
+class _Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.alerts = _get_or_create(
+            Counter, ALERTS, "Alerts produced.", ("feed", "kind", "severity"), registry
+        )
+        self.notifications = _get_or_create(
+            Counter,
+            NOTIFICATIONS,
+            "Webhook notifications attempted, by outcome.",
+            ("sink", "outcome"),
+            registry,
+        )
+        self.failures = _get_or_create(
+            Counter,
+            SINK_FAILURES,
+            "Alert deliveries that failed, by destination and reason.",
+            ("sink", "reason"),
+            registry,
+        )
+
+
+# Workers of one process are threads: one lock per output file keeps their lines whole.
+_FILE_LOCKS: dict[str, threading.Lock] = {}
+_FILE_LOCKS_GUARD = threading.Lock()
+
+
+def _file_lock(path: str) -> threading.Lock:
+    key = path if path == "-" else str(Path(path).resolve())
+    with _FILE_LOCKS_GUARD:
+        return _FILE_LOCKS.setdefault(key, threading.Lock())
+
+
+class _AlertPartition(StatelessSinkPartition[Detection]):
+    def __init__(
+        self,
+        *,
+        jsonl_path: str | None,
+        client: WebhookClient | None,
+        metrics: _Metrics,
+        on_alert: Callable[[dict[str, Any]], None] | None,
+    ) -> None:
+        self._jsonl_path = jsonl_path
+        self._client = client
+        self._metrics = metrics
+        self._on_alert = on_alert
+        self._lock = _file_lock(jsonl_path) if jsonl_path is not None else None
+        self._file: IO[bytes] | None = None
+
+    def _fail(self, sink: str, reason: str) -> None:
+        self._metrics.failures.labels(sink=sink, reason=reason).inc()
+
+    def _convert(self, items: list[Detection]) -> list[dict[str, Any]]:
+        alerts = []
+        for d in items:
+            try:
+                alert = alert_from_detection(d)
+            except Exception as ex:
+                log.warning("alerts: dropped a detection that cannot be encoded: %r", ex)
+                self._fail("alerts", "invalid_detection")
+                continue
+            alerts.append(alert)
+            self._metrics.alerts.labels(feed=d.feed, kind=d.kind, severity=d.severity).inc()
+        return alerts
+
+    def _write_jsonl(self, alerts: list[dict[str, Any]]) -> None:
+        if self._jsonl_path is None or self._lock is None:
+            return
+        data = b"".join(orjson.dumps(a) + b"\n" for a in alerts)
+        try:
+            with self._lock:
+                if self._jsonl_path == "-":
+                    # Looked up per batch so redirection (and pytest's capture) is honoured.
+                    sys.stdout.write(data.decode())
+                    sys.stdout.flush()
+                else:
+                    if self._file is None:
+                        self._file = open(self._jsonl_path, "ab")  # noqa: SIM115
+                    self._file.write(data)
+                    self._file.flush()
+        except (OSError, ValueError) as ex:
+            log.warning("alerts: cannot write JSON lines: %s", type(ex).__name__)
+            self._fail("jsonl", "io_error")
+
+    def _callback(self, alerts: list[dict[str, Any]]) -> None:
+        if self._on_alert is None:
+            return
+        for alert in alerts:
+            try:
+                self._on_alert(alert)
+            except Exception as ex:
+                log.warning("alerts: on_alert callback raised %s", type(ex).__name__)
+                self._fail("on_alert", "callback_error")
+
+    def _deliver(self, alerts: list[dict[str, Any]]) -> None:
+        if self._client is None:
+            return
+        body = orjson.dumps(webhook_payload(alerts))
+        result = self._client.post(body, idempotency_key=idempotency_key(alerts))
+        self._metrics.notifications.labels(sink="webhook", outcome=result.reason).inc()
+        if not result.ok:
+            log.warning(
+                "alerts: webhook %s gave up on %d alert(s) after %d attempt(s): %s",
+                self._client.target,
+                len(alerts),
+                result.attempts,
+                result.reason,
+            )
+            self._fail("webhook", result.reason)
+
+    @override
+    def write_batch(self, items: list[Detection]) -> None:
+        try:
+            alerts = self._convert(items)
+            if not alerts:
+                return
+            self._write_jsonl(alerts)
+            self._callback(alerts)
+            self._deliver(alerts)
+        except Exception as ex:  # last line of defence: a sink must not stop the dataflow
+            log.warning("alerts: unexpected %s in write_batch", type(ex).__name__)
+            self._fail("alerts", "internal_error")
+
+    @override
+    def close(self) -> None:
+        try:
+            if self._file is not None and self._lock is not None:
+                with self._lock:
+                    self._file.close()
+                self._file = None
+        finally:
+            if self._client is not None:
+                self._client.close()
+
+
+class AlertSink(DynamicSink[Detection]):
+    """Write detections as alerts: JSON lines, a callback, and a signed webhook.
+
+    Each worker's partition converts a batch with :func:`alert_from_detection`, appends one
+    JSON line per alert to ``jsonl_path`` (flushed per batch), calls ``on_alert`` per alert,
+    then POSTs the batch as one :func:`webhook_payload` with
+    ``Idempotency-Key = idempotency_key(alerts)``, so a batch replayed after a resume carries
+    the same key. The webhook's retries block the worker (bounded by the client's
+    ``max_attempts``, backoff and timeout). Nothing is raised out of ``write_batch``.
+
+    Parameters
+    ----------
+    jsonl_path
+        File to append JSON lines to; ``"-"`` is standard output; ``None`` writes none.
+    webhook_factory
+        Creates one :class:`~sinks.webhook.WebhookClient` per worker in ``build()``; it
+        is closed in the partition's ``close()``. ``None`` sends no webhooks.
+    registry
+        Where the ``vigil_*`` counters are registered (shared safely between sinks).
+    on_alert
+        Called with each alert dict (the CLI prints them). Exceptions are counted, not
+        propagated.
+    """
+
+    def __init__(
+        self,
+        *,
+        jsonl_path: str | None = None,
+        webhook_factory: Callable[[], WebhookClient] | None = None,
+        registry: CollectorRegistry = REGISTRY,
+        on_alert: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.jsonl_path = jsonl_path
+        self.webhook_factory = webhook_factory
+        self.registry = registry
+        self.on_alert = on_alert
+
+    @override
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> StatelessSinkPartition[Detection]:
+        metrics = _Metrics(self.registry)
+        client = self.webhook_factory() if self.webhook_factory is not None else None
+        return _AlertPartition(
+            jsonl_path=self.jsonl_path, client=client, metrics=metrics, on_alert=self.on_alert
+        )
