@@ -106,8 +106,9 @@ class SecurityEvent:
     def to_ecs(self) -> dict[str, Any]:
         """The event as a flat dict keyed by ECS field names, without unset fields.
 
-        >>> SecurityEvent(ts=1.5, dataset="ssh", action="other").to_ecs()
-        {'@timestamp': 1.5, 'event.dataset': 'ssh', 'event.action': 'other', 'event.outcome': 'unknown'}
+        >>> SecurityEvent(ts=1.5, dataset="ssh", action="other", host_name="h").to_ecs()
+        {'@timestamp': 1.5, 'event.dataset': 'ssh', 'event.action': 'other',
+         'event.outcome': 'unknown', 'host.name': 'h'}
         """
         out: dict[str, Any] = {}
         for f in fields(self):
@@ -176,3 +177,37 @@ class Detection:
     def fingerprint_key(self) -> str:
         """Identity of the condition: the same kind on the same entity is the same alert."""
         return f"{self.feed}:{self.kind}:{self.entity}"
+
+
+@dataclass(slots=True)
+class Tally:
+    """Counts a step made over one batch, for metrics (so metrics cost O(batches), not O(lines)).
+
+    ``lines`` maps (format, outcome) to a count, outcome being ``"parsed"`` or
+    ``"dead_lettered"``; ``events`` maps (dataset, action) to a count; ``late`` counts
+    events that arrived behind the watermark (they are still processed).
+    ``buckets`` maps a dataset to a tumbling-window start to per-series counts
+    (``"events"``, ``"auth_failures"``, ``"connections"``, ``"http_errors"``), for the
+    volume baselines.
+    """
+
+    step: str
+    lines: dict[tuple[str, str], int] = field(default_factory=dict)
+    events: dict[tuple[str, str], int] = field(default_factory=dict)
+    late: int = 0
+    buckets: dict[str, dict[float, dict[str, int]]] = field(default_factory=dict)
+    gauges: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesPoint:
+    """One value of a monitored series with its baseline, for gauges and plots."""
+
+    feed: str
+    series: str
+    ts: float
+    value: float
+    expected: float
+    lower: float
+    upper: float
+    score: float

@@ -1,0 +1,467 @@
+"""The ``vigil`` command line.
+
+::
+
+    vigil run security --config vigil.yaml [--workers N]
+    vigil demo [--speed X] [--follow]
+    vigil replay FILE... --format ssh [--speed 60|max] [--config FILE]
+    vigil check-config FILE
+    vigil version
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.server
+import json
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from importlib import resources
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, TextIO
+
+from bytewax.dataflow import Dataflow
+from bytewax.run import cli_main
+from bytewax.testing import run_main
+
+from flows.config import (
+    AlertsConfig,
+    ReplayInput,
+    VigilConfig,
+    WebhookConfig,
+    load_config,
+    parse_config,
+)
+from flows.errors import ConfigError
+from sinks.prometheus import FlowMetrics, serve
+from sinks.webhook import verify_signature
+
+log = logging.getLogger("vigil")
+
+FLOWS = ("security",)
+SEVERITY_COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "warning": "\033[33m"}
+
+
+# ---------------------------------------------------------------- logging and output
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log record (for log shippers); extra fields are kept."""
+
+    _skip = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for k, v in record.__dict__.items():
+            if k not in self._skip:
+                out[k] = v
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Human-readable logs on a terminal, JSON lines otherwise."""
+    s = stream or sys.stderr
+    h = logging.StreamHandler(s)
+    if s.isatty():
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        h.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [h]
+    root.setLevel(level)
+    # httpx logs every request at INFO; delivery outcomes are in our own metrics.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def alert_printer(stream: TextIO) -> Callable[[dict[str, Any]], None]:
+    """Print each alert as one line as it happens."""
+    colour = stream.isatty()
+    lock = threading.Lock()
+
+    def show(alert: dict[str, Any]) -> None:
+        lab, ann = alert["labels"], alert["annotations"]
+        sev = lab.get("severity", "")
+        tag = f"{sev.upper():8}"
+        if colour and sev in SEVERITY_COLOURS:
+            tag = f"{SEVERITY_COLOURS[sev]}{tag}\033[0m"
+        line = (
+            f"{alert['startsAt']}  {tag} {lab.get('alertname', ''):28} "
+            f"{ann.get('description', ann.get('summary', ''))}"
+        )
+        with lock:
+            print(line, file=stream, flush=True)
+
+    return show
+
+
+class Progress:
+    """Events/s and detections so far: a live line on a terminal, a log line otherwise."""
+
+    def __init__(self, metrics: FlowMetrics, stream: TextIO, interval_s: float = 1.0) -> None:
+        self.metrics = metrics
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.interval_s = interval_s if self.tty else max(interval_s, 10.0)
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="vigil-progress", daemon=True)
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if self.tty:
+            print(file=self.stream)
+
+    def _run(self) -> None:
+        last_n, last_t = 0, time.monotonic()
+        while not self._stop.wait(self.interval_s):
+            m = self.metrics
+            now = time.monotonic()
+            rate = (m.total_lines - last_n) / max(now - last_t, 1e-9)
+            last_n, last_t = m.total_lines, now
+            if self.tty:
+                print(
+                    f"\r  {m.total_lines:>10,} lines  {rate:>9,.0f} lines/s  "
+                    f"{m.total_detections:>5} detections  {m.total_dead:>6} dead-lettered",
+                    end="",
+                    file=self.stream,
+                    flush=True,
+                )
+            else:
+                log.info(
+                    "progress",
+                    extra={
+                        "lines": m.total_lines,
+                        "lines_per_s": round(rate, 1),
+                        "detections": m.total_detections,
+                        "dead_lettered": m.total_dead,
+                    },
+                )
+
+    def summary(self) -> dict[str, Any]:
+        m = self.metrics
+        secs = time.monotonic() - self._t0
+        return {
+            "lines": m.total_lines,
+            "dead_lettered": m.total_dead,
+            "detections": m.total_detections,
+            "seconds": round(secs, 2),
+            "lines_per_s": round(m.total_lines / max(secs, 1e-9), 1),
+        }
+
+
+# ---------------------------------------------------------------- running
+def execute(flow: Dataflow, workers: int) -> None:
+    if workers <= 1:
+        run_main(flow)
+    else:
+        cli_main(flow, workers_per_process=workers)
+
+
+def run_security(
+    cfg: VigilConfig,
+    *,
+    workers: int = 1,
+    metrics_port: int | None = None,
+    speed_override: float | str | None = "config",
+    follow: bool = False,
+    out: TextIO | None = None,
+) -> dict[str, Any]:
+    """Run the security flow to completion (or forever for live inputs); return a summary."""
+    from flows.main import build_security
+
+    stdout = out or sys.stdout
+    flow, metrics = build_security(
+        cfg, on_alert=alert_printer(stdout), speed_override=speed_override
+    )
+    stop_metrics: Callable[[], None] | None = None
+    if cfg.metrics.enabled:
+        port = cfg.metrics.port if metrics_port is None else metrics_port
+        try:
+            bound, stop_metrics = serve(cfg.metrics.host, port)
+        except OSError as ex:
+            log.warning(
+                "cannot serve metrics; continuing without",
+                extra={"address": f"{cfg.metrics.host}:{port}", "error": str(ex)},
+            )
+        else:
+            print(f"metrics: http://{cfg.metrics.host}:{bound}/metrics", file=sys.stderr)
+    try:
+        with Progress(metrics, sys.stderr) as prog:
+            execute(flow, workers)
+        summary = prog.summary()
+        if follow and stop_metrics is not None:
+            print("replay finished; serving metrics until interrupted (Ctrl-C)", file=sys.stderr)
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        summary = {"interrupted": True}
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+    return summary
+
+
+def _speed(value: str) -> float | None:
+    if value == "max":
+        return None
+    try:
+        f = float(value)
+    except ValueError as ex:
+        msg = f"speed must be a positive number or 'max', got {value!r}"
+        raise argparse.ArgumentTypeError(msg) from ex
+    if not f > 0:
+        msg = f"speed must be > 0, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return f
+
+
+def _load(path: str | None) -> VigilConfig:
+    return load_config(path) if path else parse_config({})
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    unknown = [f for f in args.flows if f not in FLOWS]
+    if unknown:
+        print(f"vigil run: unknown flow(s) {unknown}; available: {list(FLOWS)}", file=sys.stderr)
+        return 2
+    cfg = load_config(args.config)
+    if not cfg.security.inputs:
+        print(f"vigil run: {args.config} has no security.inputs", file=sys.stderr)
+        return 2
+    summary = run_security(cfg, workers=args.workers)
+    print(json.dumps({"summary": summary}), file=sys.stderr)
+    return 0
+
+
+class _DemoReceiver(http.server.BaseHTTPRequestHandler):
+    """The demo's own webhook receiver: verifies signatures, drops repeated keys."""
+
+    secret: bytes = b""
+    seen: set[str]
+    verified = 0
+    rejected = 0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        ok = verify_signature(self.secret, dict(self.headers.items()), body)
+        key = self.headers.get("Idempotency-Key") or hashlib.sha256(body).hexdigest()
+        with self.lock:
+            if ok:
+                type(self).verified += 1
+                self.seen.add(key)
+            else:
+                type(self).rejected += 1
+        self.send_response(200 if ok else 401)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # silence per-request logs
+        pass
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    data = resources.files("flows") / "demo_data"
+    raw = json.loads(json.dumps(_demo_yaml()))
+    for inp in raw["security"]["inputs"]:
+        inp["paths"] = [str(Path(str(data)) / p) for p in inp["paths"]]
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    raw["alerts"]["file"] = str(out_dir / "alerts.jsonl")
+    raw["dead_letters"]["file"] = str(out_dir / "dead_letters.jsonl")
+    for f in ("alerts.jsonl", "dead_letters.jsonl"):
+        (out_dir / f).unlink(missing_ok=True)
+    raw.setdefault("metrics", {})["port"] = args.metrics_port
+
+    server = None
+    if args.webhook:
+        raw["alerts"]["webhook"] = {"url": args.webhook}
+    else:
+        # Deliver to a receiver of our own, so the demo shows signed delivery end to end
+        # with nothing else running.
+        secret = os.environ.get("VIGIL_WEBHOOK_SECRET") or secrets.token_hex(16)
+        os.environ["VIGIL_WEBHOOK_SECRET"] = secret
+        handler = type("DemoReceiver", (_DemoReceiver,), {"secret": secret.encode(), "seen": set()})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        raw["alerts"]["webhook"] = {"url": f"http://127.0.0.1:{server.server_address[1]}/alerts"}
+    cfg = parse_config(raw)
+    print(
+        "Vigil demo: replaying bundled real logs (see flows/demo_data/NOTICE.md):\n"
+        "  auth.log       SSH authentication log of an Internet-facing host, 2017\n"
+        "  nmap_conn.log  Zeek connection log of Nmap scans, 2022\n"
+        f"alerts -> {cfg.alerts.file} and {_webhook_url(cfg)}\n",
+        file=sys.stderr,
+    )
+    try:
+        summary = run_security(
+            cfg, speed_override=args.speed, follow=args.follow, metrics_port=args.metrics_port
+        )
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    if server is not None:
+        h = server.RequestHandlerClass
+        summary["webhook_deliveries_verified"] = h.verified  # type: ignore[attr-defined]
+        summary["webhook_deliveries_rejected"] = h.rejected  # type: ignore[attr-defined]
+    summary["alerts_file"] = cfg.alerts.file
+    print(json.dumps({"summary": summary}), file=sys.stderr)
+    return 0
+
+
+def _webhook_url(cfg: VigilConfig) -> str:
+    return cfg.alerts.webhook.url if cfg.alerts.webhook else "-"
+
+
+def _demo_yaml() -> dict[str, Any]:
+    import yaml
+
+    text = (resources.files("flows") / "demo.yaml").read_text(encoding="utf-8")
+    return dict(yaml.safe_load(text))
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    base = _load(args.config)
+    inp = ReplayInput(paths=tuple(args.files), format=args.format, speed=args.speed)
+    sec = base.security.model_copy(
+        update={"inputs": (inp,), "year": args.year if args.year else base.security.year}
+    )
+    alerts: AlertsConfig = base.alerts
+    if args.alerts:
+        alerts = alerts.model_copy(update={"file": args.alerts})
+    if args.webhook:
+        alerts = alerts.model_copy(update={"webhook": WebhookConfig(url=args.webhook)})
+    cfg = base.model_copy(update={"security": sec, "alerts": alerts})
+    cfg = parse_config(cfg.model_dump())  # re-validate the combination
+    summary = run_security(cfg, workers=args.workers)
+    print(json.dumps({"summary": summary}), file=sys.stderr)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as ex:
+        print(str(ex), file=sys.stderr)
+        return 1
+    sec = cfg.security
+    print(f"{args.file}: OK")
+    print(f"  security inputs: {len(sec.inputs)}")
+    for i, inp in enumerate(sec.inputs):
+        where = (
+            getattr(inp, "paths", None) or f"{getattr(inp, 'host', '')}:{getattr(inp, 'port', '')}"
+        )
+        print(f"    [{i}] {inp.kind:7} format={inp.format:9} {where}")
+    print(
+        f"  windows: tumbling {sec.tumbling_s:g} s, allowed lateness {sec.allowed_lateness_s:g} s"
+    )
+    print("  rules:")
+    for name, rule in sec.rules:
+        fields = ", ".join(
+            f"{k}={v}" for k, v in rule.model_dump().items() if k not in ("enabled", "detector")
+        )
+        state = "on " if rule.enabled else "off"
+        print(f"    {state} {name:17} {fields}")
+    m = cfg.metrics
+    print(f"  metrics: {f'http://{m.host}:{m.port}/metrics' if m.enabled else 'off'}")
+    print(f"  alerts: file={cfg.alerts.file} webhook={_webhook_url(cfg)}")
+    if cfg.alerts.webhook and cfg.alerts.webhook.secret_env:
+        present = "set" if os.environ.get(cfg.alerts.webhook.secret_env) else "NOT set"
+        print(f"    secret from ${cfg.alerts.webhook.secret_env} ({present})")
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    try:
+        v = version("vigil")
+    except PackageNotFoundError:
+        v = "unknown (not installed)"
+    import bytewax
+
+    print(
+        f"vigil {v} (bytewax {getattr(bytewax, '__version__', version('bytewax'))}, "
+        f"python {sys.version.split()[0]})"
+    )
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="vigil",
+        description="Vigil: stream-processing monitoring engine for an operations centre.",
+    )
+    p.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL", "INFO"))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run flows from a configuration file")
+    r.add_argument("flows", nargs="+", metavar="FLOW", help=f"one of {', '.join(FLOWS)}")
+    r.add_argument("--config", "-c", required=True, help="YAML configuration file")
+    r.add_argument("--workers", "-w", type=int, default=1, help="worker threads (default 1)")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="replay bundled sample logs: alerts, metrics, no servers")
+    d.add_argument(
+        "--speed",
+        type=_speed,
+        default=None,
+        help="replay speed factor (60 = an hour per minute) or 'max' (default)",
+    )
+    d.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep serving metrics after the replay ends, until Ctrl-C",
+    )
+    d.add_argument("--out", default="vigil-out", help="folder for alerts and dead letters")
+    d.add_argument("--metrics-port", type=int, default=9464, help="0 picks a free port")
+    d.add_argument("--webhook", help="deliver alerts to this URL instead of the demo receiver")
+    d.set_defaults(func=cmd_demo)
+
+    rp = sub.add_parser("replay", help="replay recorded log files as a live feed")
+    rp.add_argument("files", nargs="+", metavar="FILE", help="files or glob patterns")
+    rp.add_argument("--format", "-f", required=True, help="ssh, zeek, suricata, iptables, access")
+    rp.add_argument("--speed", type=_speed, default=None, help="speed factor or 'max' (default)")
+    rp.add_argument("--year", type=int, help="year of syslog lines (they carry none)")
+    rp.add_argument("--config", "-c", help="take rules and outputs from this configuration")
+    rp.add_argument("--alerts", help="alerts JSON-lines file ('-' for stdout)")
+    rp.add_argument("--webhook", help="POST alerts to this URL")
+    rp.add_argument("--workers", "-w", type=int, default=1)
+    rp.set_defaults(func=cmd_replay)
+
+    c = sub.add_parser("check-config", help="validate a configuration file and explain it")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check_config)
+
+    v = sub.add_parser("version", help="print versions")
+    v.set_defaults(func=cmd_version)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return int(args.func(args))
+    except ConfigError as ex:
+        print(str(ex), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

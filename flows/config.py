@@ -1,0 +1,264 @@
+"""Vigil's one configuration schema, and how to load and explain it.
+
+Every model is frozen and rejects unknown keys, so a typo such as ``failurs:`` fails at
+startup with its path (``security.rules.brute_force.failurs``). Secrets never live in the
+file: a field ending in ``_env`` names an environment variable that holds the secret.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from flows.errors import ConfigError
+
+Severity = Literal["info", "warning", "high", "critical"]
+Format = Literal[
+    "ssh", "syslog", "zeek", "suricata", "iptables", "ufw", "access", "nginx", "apache"
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---------------------------------------------------------------- inputs
+class FileInput(_Frozen):
+    """Read files matching glob patterns; with ``follow`` keep reading like ``tail -F``."""
+
+    kind: Literal["file"] = "file"
+    paths: tuple[str, ...] = Field(min_length=1)
+    format: Format
+    follow: bool = False
+    start_at_end: bool = False
+    max_line_bytes: int = Field(default=65536, ge=512)
+
+
+class SyslogInput(_Frozen):
+    """Listen for syslog (RFC 3164 / RFC 5424) on UDP and/or TCP."""
+
+    kind: Literal["syslog"] = "syslog"
+    host: str = "127.0.0.1"
+    port: int = Field(default=5514, ge=0, le=65535)
+    udp: bool = True
+    tcp: bool = True
+    format: Format = "ssh"
+    max_line_bytes: int = Field(default=65536, ge=512)
+
+
+class ReplayInput(_Frozen):
+    """Replay recorded files as a live feed, in event-time order, at ``speed`` x real time."""
+
+    kind: Literal["replay"] = "replay"
+    paths: tuple[str, ...] = Field(min_length=1)
+    format: Format
+    speed: float | None = Field(default=None, gt=0)
+    max_line_bytes: int = Field(default=65536, ge=512)
+
+
+InputConfig = Annotated[FileInput | SyslogInput | ReplayInput, Field(discriminator="kind")]
+
+
+# ---------------------------------------------------------------- detection rules
+class _Rule(_Frozen):
+    enabled: bool = True
+    severity: Severity = "warning"
+    window_s: float = Field(default=600.0, gt=0)
+
+
+class BruteForceRule(_Rule):
+    """N authentication failures from one source within ``window_s``."""
+
+    severity: Severity = "high"
+    failures: int = Field(default=5, ge=1)
+
+
+class UserEnumerationRule(_Rule):
+    """Many distinct invalid user names tried from one source within ``window_s``."""
+
+    distinct_users: int = Field(default=5, ge=1)
+
+
+class CompromiseRule(_Rule):
+    """A successful login from a source with ``failures`` failures within ``window_s``."""
+
+    severity: Severity = "critical"
+    failures: int = Field(default=5, ge=1)
+
+
+class VerticalScanRule(_Rule):
+    """One source, one target host, many distinct ports with unanswered connections.
+
+    The default window is a day so that slow scans (a port an hour) are found too.
+    """
+
+    window_s: float = Field(default=86400.0, gt=0)
+    ports: int = Field(default=20, ge=2)
+
+
+class HorizontalScanRule(_Rule):
+    """One source, one port, many target hosts with unanswered connections."""
+
+    window_s: float = Field(default=3600.0, gt=0)
+    hosts: int = Field(default=20, ge=2)
+
+
+class PingSweepRule(_Rule):
+    """One source sending ICMP to many hosts."""
+
+    hosts: int = Field(default=20, ge=2)
+
+
+class WebScanRule(_Rule):
+    """One web client producing a burst of 404s or requesting many distinct paths."""
+
+    window_s: float = Field(default=300.0, gt=0)
+    not_found: int = Field(default=30, ge=1)
+    distinct_paths: int = Field(default=100, ge=1)
+
+
+class EWMAZScoreConfig(_Frozen):
+    kind: Literal["ewma_zscore"] = "ewma_zscore"
+    alpha: float = Field(default=0.05, gt=0, le=1)
+    grace_period: int = Field(default=30, ge=0)
+    band_z: float = Field(default=4.0, gt=0)
+    min_std: float = Field(default=1e-9, gt=0)
+
+
+class VolumeRule(_Rule):
+    """Overall event rates per tumbling window against a streaming baseline."""
+
+    series: tuple[Literal["events", "auth_failures", "connections", "http_errors"], ...] = (
+        "events",
+        "auth_failures",
+        "connections",
+    )
+    threshold: float = Field(default=6.0, gt=0, description="score above which to alert")
+    min_count: int = Field(default=20, ge=0, description="a window below this count never alerts")
+    detector: EWMAZScoreConfig = EWMAZScoreConfig(alpha=0.1, grace_period=30, min_std=2.0)
+
+
+class SecurityRules(_Frozen):
+    brute_force: BruteForceRule = BruteForceRule()
+    user_enumeration: UserEnumerationRule = UserEnumerationRule()
+    compromise: CompromiseRule = CompromiseRule()
+    vertical_scan: VerticalScanRule = VerticalScanRule()
+    horizontal_scan: HorizontalScanRule = HorizontalScanRule()
+    ping_sweep: PingSweepRule = PingSweepRule()
+    web_scan: WebScanRule = WebScanRule()
+    volume: VolumeRule = VolumeRule()
+
+
+class SecurityConfig(_Frozen):
+    inputs: tuple[InputConfig, ...] = ()
+    year: int | None = Field(
+        default=None, ge=1970, le=2200, description="year of syslog lines (they carry none)"
+    )
+    tumbling_s: float = Field(default=60.0, gt=0, description="aggregation window")
+    allowed_lateness_s: float = Field(default=300.0, ge=0)
+    shards: int = Field(default=16, ge=1, le=4096)
+    max_sources: int = Field(
+        default=200_000, ge=100, description="tracked sources per shard; least recent evicted"
+    )
+    rules: SecurityRules = SecurityRules()
+
+
+# ---------------------------------------------------------------- outputs
+class MetricsConfig(_Frozen):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9464, ge=0, le=65535)
+
+
+class WebhookConfig(_Frozen):
+    url: str
+    secret_env: str | None = Field(
+        default="VIGIL_WEBHOOK_SECRET",
+        description="environment variable holding the HMAC secret",
+    )
+    timeout_s: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=5, ge=1)
+
+
+class AlertsConfig(_Frozen):
+    file: str | None = Field(default="vigil-out/alerts.jsonl", description='"-" = stdout')
+    webhook: WebhookConfig | None = None
+
+
+class DeadLetterConfig(_Frozen):
+    file: str | None = "vigil-out/dead_letters.jsonl"
+
+
+class VigilConfig(_Frozen):
+    """The whole configuration file."""
+
+    security: SecurityConfig = SecurityConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    dead_letters: DeadLetterConfig = DeadLetterConfig()
+
+    @model_validator(mode="after")
+    def _secrets_not_inline(self) -> VigilConfig:
+        wh = self.alerts.webhook
+        if wh is not None and wh.secret_env is not None and not wh.secret_env.isidentifier():
+            msg = (
+                "alerts.webhook.secret_env must name an environment variable, "
+                f"got {wh.secret_env!r}"
+            )
+            raise ValueError(msg)
+        return self
+
+
+def parse_config(data: Any) -> VigilConfig:
+    """Validate already-loaded YAML data (``None`` means an empty file)."""
+    return VigilConfig.model_validate(data or {})
+
+
+def load_config(path: str | Path) -> VigilConfig:
+    """Read and validate a YAML configuration file.
+
+    Raises
+    ------
+    ConfigError
+        With one line per problem, each naming the key's path.
+    """
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as ex:
+        msg = f"cannot read config {str(p)!r}: {ex.strerror}"
+        raise ConfigError(msg) from ex
+    except yaml.YAMLError as ex:
+        msg = f"config {str(p)!r} is not valid YAML: {ex}"
+        raise ConfigError(msg) from ex
+    try:
+        return parse_config(data)
+    except ValidationError as ex:
+        raise ConfigError(explain_errors(ex, str(p))) from ex
+
+
+def explain_errors(ex: ValidationError, source: str) -> str:
+    """One line per validation error: ``path: problem (got value)``."""
+    lines = [f"{source}: {ex.error_count()} problem(s)"]
+    for err in ex.errors():
+        loc = ".".join(str(x) for x in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {loc}: unknown key (misspelt?)")
+        elif err["type"] == "missing":
+            lines.append(f"  {loc}: required key is missing")
+        else:
+            lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def webhook_secret(cfg: WebhookConfig, environ: dict[str, str] | None = None) -> bytes | None:
+    """The webhook's HMAC secret, read from the environment variable the config names."""
+    env = os.environ if environ is None else environ
+    if cfg.secret_env is None:
+        return None
+    val = env.get(cfg.secret_env)
+    return val.encode() if val else None

@@ -1,0 +1,852 @@
+"""The network-security dataflow: logs in, detections and metrics out.
+
+::
+
+    raw lines --parse--> SecurityEvent --key by shard of source.ip--> rules (per source)
+        |                                                               |
+        +--> dead letters, tallies (lines, events, volume buckets)      +--> detections
+                                   |
+                                   +--> volume (one global key): EWMA baseline per series
+
+Per-source state lives in :class:`SecurityRules`, a plain Python object (no bytewax), so it
+can be tested, benchmarked and reused on its own. The flow keys events by a *shard* of the
+source address rather than by the address itself: bytewax keeps one logic object per key,
+and a million scanning addresses must not become a million objects and snapshots. Each
+shard holds its sources in a dict with least-recently-seen eviction (``max_sources``).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, cast
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream, operator
+from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import Sink
+
+from detectors.ewma import EWMAZScore, EWMAZScoreState
+from flows.config import SecurityConfig
+from flows.config import SecurityRules as RulesConfig
+from flows.parsers import LineParser
+from flows.records import DeadLetter, Detection, RawLine, SecurityEvent, SeriesPoint, Tally
+from flows.windows import SlidingCount, SlidingDistinct
+
+FEED = "security"
+
+# Connection states that count as a failed probe, as in Zeek's own scan detection: no answer
+# (S0), rejected (REJ), or aborted before any answer (RSTOS0, RSTRH, SH), plus a firewall's
+# "blocked" and a flow that never got past "new". A connection that was answered (SF, S1,
+# RSTO after a handshake, OTH midstream traffic ...) never counts towards a scan: ordinary
+# clients produce plenty of those.
+UNANSWERED = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "blocked", "new"})
+_MAX_TARGETS = 256  # per source: hosts tracked for vertical scans, ports for horizontal
+_FAIL_CAP = 4096
+_MAX_EMPTY_WINDOWS = 10_000
+
+
+def _decay(value: float, last_ts: float, ts: float, tau: float) -> float:
+    if ts <= last_ts or value == 0.0:
+        return value
+    return value * math.exp((last_ts - ts) / tau)
+
+
+def _fmt_n(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
+
+
+class _Source:
+    """What the rules remember about one source address. Sub-structures are created lazily."""
+
+    __slots__ = (
+        "active",
+        "conn_balance",
+        "conn_ts",
+        "fails",
+        "hosts_by_port",
+        "icmp_hosts",
+        "last",
+        "not_found",
+        "paths",
+        "pending_pids",
+        "ports_by_host",
+        "users",
+    )
+
+    def __init__(self, ts: float) -> None:
+        self.last = ts
+        self.conn_balance = 0.0  # decayed (failed - answered) connection count
+        self.conn_ts = ts
+        self.fails: SlidingCount | None = None
+        self.users: SlidingDistinct | None = None
+        self.pending_pids: dict[int, int] | None = None
+        self.ports_by_host: dict[str, SlidingDistinct] | None = None
+        self.hosts_by_port: dict[int, SlidingDistinct] | None = None
+        self.icmp_hosts: SlidingDistinct | None = None
+        self.not_found: SlidingCount | None = None
+        self.paths: SlidingDistinct | None = None
+        # (kind, sub-entity) of conditions currently above threshold: edge-triggered alerts.
+        self.active: dict[tuple[str, str], float] | None = None
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, st: tuple[Any, ...]) -> None:
+        for s, v in zip(self.__slots__, st, strict=True):
+            setattr(self, s, v)
+
+
+@dataclass(frozen=True, slots=True)
+class RulesSnapshot:
+    """Everything the rules learned: picklable, restored into a fresh :class:`SecurityRules`."""
+
+    sources: tuple[tuple[str, _Source], ...]
+    watermark: float
+
+
+class SecurityRules:
+    """Per-source detection rules over event-time sliding windows.
+
+    Parameters
+    ----------
+    rules
+        The rule settings (thresholds, windows, severities).
+    max_sources
+        Sources tracked at once; the least recently seen is evicted beyond this.
+
+    Examples
+    --------
+    >>> from flows.config import SecurityRules as Cfg
+    >>> rules = SecurityRules(Cfg())
+    >>> ev = [SecurityEvent(ts=float(t), dataset="ssh", action="authentication",
+    ...       outcome="failure", reason="password", source_ip="203.0.113.9", user_name="root")
+    ...       for t in range(5)]
+    >>> [d.kind for d in rules.process(ev)]
+    ['ssh_brute_force']
+    """
+
+    def __init__(self, rules: RulesConfig, *, max_sources: int = 200_000) -> None:
+        self.rules = rules
+        self.max_sources = max_sources
+        self._sources: dict[str, _Source] = {}
+        self._max_ts = -math.inf
+        self.evicted = 0
+        self.errors: list[DeadLetter] = []  # events a rule failed on; drained by the caller
+
+    # ------------------------------------------------------------ state
+    def snapshot(self) -> RulesSnapshot:
+        return RulesSnapshot(tuple(self._sources.items()), self._max_ts)
+
+    def restore(self, snap: RulesSnapshot) -> None:
+        self._sources = dict(snap.sources)
+        self._max_ts = snap.watermark
+
+    def __len__(self) -> int:
+        return len(self._sources)
+
+    def expire(self, now_ts: float) -> int:
+        """Drop sources idle for longer than the longest rule window. Returns how many."""
+        horizon = now_ts - self._longest_window()
+        old = [k for k, s in self._sources.items() if s.last < horizon]
+        for k in old:
+            del self._sources[k]
+        return len(old)
+
+    def _longest_window(self) -> float:
+        r = self.rules
+        return max(
+            r.brute_force.window_s,
+            r.user_enumeration.window_s,
+            r.compromise.window_s,
+            r.vertical_scan.window_s,
+            r.horizontal_scan.window_s,
+            r.ping_sweep.window_s,
+            r.web_scan.window_s,
+        )
+
+    # ------------------------------------------------------------ processing
+    def process(self, events: Iterable[SecurityEvent]) -> list[Detection]:
+        """Apply every event in order; return the detections they trigger."""
+        out: list[Detection] = []
+        sources = self._sources
+        max_ts = self._max_ts
+        for ev in events:
+            ip = ev.source_ip
+            if ip is None:
+                continue
+            ts = ev.ts
+            if ts > max_ts:
+                max_ts = ts
+            src = sources.get(ip)
+            if src is None:
+                if len(sources) >= self.max_sources:
+                    del sources[next(iter(sources))]  # least recently seen
+                    self.evicted += 1
+                src = sources[ip] = _Source(ts)
+            else:
+                # Re-insert so dict order is least-recently-seen first.
+                del sources[ip]
+                sources[ip] = src
+                if ts > src.last:
+                    src.last = ts
+            action = ev.action
+            try:
+                if action == "authentication":
+                    self._auth(ip, src, ev, out)
+                elif action == "connection":
+                    self._conn(ip, src, ev, out)
+                elif action == "http_request":
+                    self._http(ip, src, ev, out)
+            except Exception as ex:  # a rule bug must not stop the flow: dead-letter the event
+                self.errors.append(
+                    DeadLetter("rules", type(ex).__name__, repr(ev)[:512], ev.dataset, "")
+                )
+        self._max_ts = max_ts
+        return out
+
+    def _fire(
+        self,
+        src: _Source,
+        key: tuple[str, str],
+        active: bool,
+        make: Callable[[], Detection],
+        out: list[Detection],
+    ) -> None:
+        """Edge-triggered: emit when a condition becomes true, re-arm when it clears."""
+        act = src.active
+        if active:
+            if act is None:
+                act = src.active = {}
+            if key not in act:
+                d = make()
+                act[key] = d.ts
+                out.append(d)
+        elif act is not None and key in act:
+            del act[key]
+
+    def _auth(self, ip: str, src: _Source, ev: SecurityEvent, out: list[Detection]) -> None:
+        r = self.rules
+        ts = ev.ts
+        if ev.outcome == "failure":
+            reason = ev.reason
+            pid = ev.process_pid
+            if reason in ("invalid_user", "pam") and pid is not None:
+                # sshd often logs one attempt twice: "Invalid user X" or a pam_unix line,
+                # then "Failed password ..." on the same connection (pid). Count the first
+                # and let it absorb the second; old sshd(pam_unix) logs only the pam line.
+                pending = src.pending_pids
+                if pending is None:
+                    pending = src.pending_pids = {}
+                pending[pid] = pending.get(pid, 0) + 1
+                if len(pending) > 64:
+                    del pending[next(iter(pending))]
+            elif pid is not None and src.pending_pids and pid in src.pending_pids:
+                left = src.pending_pids[pid] - 1
+                if left:
+                    src.pending_pids[pid] = left
+                else:
+                    del src.pending_pids[pid]
+                self._users(ip, src, ev, out)
+                return
+            fails = src.fails
+            if fails is None:
+                fails = src.fails = SlidingCount(
+                    max(r.brute_force.window_s, r.compromise.window_s), _FAIL_CAP
+                )
+            fails.add(ts)
+            if r.brute_force.enabled:
+                bf = r.brute_force
+                n = self._count_within(fails, ts, bf.window_s)
+                self._fire(
+                    src,
+                    ("ssh_brute_force", ""),
+                    n >= bf.failures,
+                    lambda: Detection(
+                        kind="ssh_brute_force",
+                        entity=ip,
+                        severity=bf.severity,
+                        ts=ts,
+                        observed=n,
+                        threshold=bf.failures,
+                        window_s=bf.window_s,
+                        summary=f"SSH brute force from {ip}",
+                        description=(
+                            f"{n} authentication failures from {ip} within "
+                            f"{_fmt_n(bf.window_s)} s (threshold {bf.failures})"
+                        ),
+                    ),
+                    out,
+                )
+            self._users(ip, src, ev, out)
+        elif ev.outcome == "success" and r.compromise.enabled and src.fails is not None:
+            cr = r.compromise
+            n = self._count_within(src.fails, ts, cr.window_s)
+            if n >= cr.failures:
+                # Not edge-triggered: every such login matters.
+                out.append(
+                    Detection(
+                        kind="ssh_success_after_failures",
+                        entity=ip,
+                        severity=cr.severity,
+                        ts=ts,
+                        observed=n,
+                        threshold=cr.failures,
+                        window_s=cr.window_s,
+                        summary=f"Possible compromise: login from {ip} after {n} failures",
+                        description=(
+                            f"successful login{' as ' + ev.user_name if ev.user_name else ''}"
+                            f" from {ip} after {n} authentication failures within "
+                            f"{_fmt_n(cr.window_s)} s (threshold {cr.failures})"
+                        ),
+                    )
+                )
+
+    @staticmethod
+    def _count_within(c: SlidingCount, now: float, window_s: float) -> int:
+        if window_s >= c.window_s:
+            return c.count(now)
+        return c.count_since(now - window_s)
+
+    def _users(self, ip: str, src: _Source, ev: SecurityEvent, out: list[Detection]) -> None:
+        ue = self.rules.user_enumeration
+        if not ue.enabled or ev.user_name is None:
+            return
+        users = src.users
+        if users is None:
+            users = src.users = SlidingDistinct(ue.window_s, max(64, 2 * ue.distinct_users))
+        ts = ev.ts
+        users.add(ev.user_name, ts)
+        n = users.count(ts)
+        self._fire(
+            src,
+            ("ssh_user_enumeration", ""),
+            n >= ue.distinct_users,
+            lambda: Detection(
+                kind="ssh_user_enumeration",
+                entity=ip,
+                severity=ue.severity,
+                ts=ts,
+                observed=n,
+                threshold=ue.distinct_users,
+                window_s=ue.window_s,
+                summary=f"User enumeration from {ip}",
+                description=(
+                    f"{n} distinct user names tried from {ip} within {_fmt_n(ue.window_s)} s "
+                    f"(threshold {ue.distinct_users})"
+                ),
+            ),
+            out,
+        )
+
+    def _conn(self, ip: str, src: _Source, ev: SecurityEvent, out: list[Detection]) -> None:
+        dst = ev.destination_ip
+        if dst is None:
+            return
+        r = self.rules
+        ts = ev.ts
+        state = ev.conn_state
+        failed = state is None or state in UNANSWERED
+        if ev.transport != "icmp":
+            # Share of failed connections, exponentially decayed over the scan window: a
+            # scanner's probes mostly fail, a busy client's connections mostly succeed.
+            src.conn_balance = _decay(src.conn_balance, src.conn_ts, ts, r.horizontal_scan.window_s)
+            src.conn_ts = max(ts, src.conn_ts)
+            src.conn_balance += 1.0 if failed else -1.0
+            if not failed:
+                return
+        if ev.transport == "icmp":
+            ps = r.ping_sweep
+            if not ps.enabled:
+                return
+            hosts = src.icmp_hosts
+            if hosts is None:
+                hosts = src.icmp_hosts = SlidingDistinct(ps.window_s, 2 * ps.hosts)
+            hosts.add(dst, ts)
+            n = hosts.count(ts)
+            self._fire(
+                src,
+                ("ping_sweep", ""),
+                n >= ps.hosts,
+                lambda: Detection(
+                    kind="ping_sweep",
+                    entity=ip,
+                    severity=ps.severity,
+                    ts=ts,
+                    observed=n,
+                    threshold=ps.hosts,
+                    window_s=ps.window_s,
+                    summary=f"Ping sweep from {ip}",
+                    description=(
+                        f"ICMP probes from {ip} to {n} distinct hosts within "
+                        f"{_fmt_n(ps.window_s)} s (threshold {ps.hosts})"
+                    ),
+                ),
+                out,
+            )
+            return
+        port = ev.destination_port
+        if port is None:
+            return
+        mostly_failed = src.conn_balance > 0
+        vs = r.vertical_scan
+        if vs.enabled:
+            by_host = src.ports_by_host
+            if by_host is None:
+                by_host = src.ports_by_host = {}
+            ports = by_host.get(dst)
+            if ports is None:
+                if len(by_host) >= _MAX_TARGETS:
+                    del by_host[next(iter(by_host))]
+                ports = by_host[dst] = SlidingDistinct(vs.window_s, 2 * vs.ports)
+            ports.add(port, ts)
+            n = ports.count(ts)
+            self._fire(
+                src,
+                ("port_scan_vertical", dst),
+                n >= vs.ports and mostly_failed,
+                lambda: Detection(
+                    kind="port_scan_vertical",
+                    entity=f"{ip}>{dst}",
+                    severity=vs.severity,
+                    ts=ts,
+                    observed=n,
+                    threshold=vs.ports,
+                    window_s=vs.window_s,
+                    summary=f"Vertical port scan of {dst} from {ip}",
+                    description=(
+                        f"{n} distinct ports on {dst} probed by {ip} without an answer "
+                        f"within {_fmt_n(vs.window_s)} s (threshold {vs.ports})"
+                    ),
+                    extra=(("source_ip", ip), ("destination_ip", dst)),
+                ),
+                out,
+            )
+        hs = r.horizontal_scan
+        if hs.enabled:
+            by_port = src.hosts_by_port
+            if by_port is None:
+                by_port = src.hosts_by_port = {}
+            hosts = by_port.get(port)
+            if hosts is None:
+                if len(by_port) >= _MAX_TARGETS:
+                    del by_port[next(iter(by_port))]
+                hosts = by_port[port] = SlidingDistinct(hs.window_s, 2 * hs.hosts)
+            hosts.add(dst, ts)
+            n = hosts.count(ts)
+            self._fire(
+                src,
+                ("port_scan_horizontal", str(port)),
+                n >= hs.hosts and mostly_failed,
+                lambda: Detection(
+                    kind="port_scan_horizontal",
+                    entity=f"{ip}>*:{port}",
+                    severity=hs.severity,
+                    ts=ts,
+                    observed=n,
+                    threshold=hs.hosts,
+                    window_s=hs.window_s,
+                    summary=f"Horizontal scan of port {port} from {ip}",
+                    description=(
+                        f"port {port} probed on {n} distinct hosts by {ip} without an answer "
+                        f"within {_fmt_n(hs.window_s)} s (threshold {hs.hosts})"
+                    ),
+                    extra=(("source_ip", ip), ("destination_port", str(port))),
+                ),
+                out,
+            )
+
+    def _http(self, ip: str, src: _Source, ev: SecurityEvent, out: list[Detection]) -> None:
+        ws = self.rules.web_scan
+        if not ws.enabled:
+            return
+        ts = ev.ts
+        status = ev.http_status or 0
+        if ev.url_path is not None:
+            paths = src.paths
+            if paths is None:
+                paths = src.paths = SlidingDistinct(ws.window_s, 2 * ws.distinct_paths)
+            paths.add(ev.url_path, ts)
+            n_paths = paths.count(ts)
+        else:
+            n_paths = 0
+        n404 = 0
+        if status == 404:
+            nf = src.not_found
+            if nf is None:
+                nf = src.not_found = SlidingCount(ws.window_s, 2 * ws.not_found)
+            nf.add(ts)
+            n404 = nf.count(ts)
+        elif src.not_found is not None:
+            n404 = src.not_found.count(ts)
+        hit = n404 >= ws.not_found or n_paths >= ws.distinct_paths
+        self._fire(
+            src,
+            ("web_scan", ""),
+            hit,
+            lambda: Detection(
+                kind="web_scan",
+                entity=ip,
+                severity=ws.severity,
+                ts=ts,
+                observed=max(n404, n_paths),
+                threshold=ws.not_found if n404 >= ws.not_found else ws.distinct_paths,
+                window_s=ws.window_s,
+                summary=f"Web scanning from {ip}",
+                description=(
+                    f"{n404} HTTP 404 responses and {n_paths} distinct paths for {ip} within "
+                    f"{_fmt_n(ws.window_s)} s (thresholds {ws.not_found} 404s, "
+                    f"{ws.distinct_paths} paths)"
+                ),
+            ),
+            out,
+        )
+
+
+# ====================================================================== volume baseline
+@dataclass(frozen=True, slots=True)
+class VolumeSnapshot:
+    open_buckets: tuple[tuple[float, tuple[tuple[str, int], ...]], ...]
+    next_bucket: float | None
+    detectors: tuple[tuple[str, EWMAZScoreState], ...]
+    active: tuple[str, ...]
+
+
+class VolumeBaseline:
+    """Overall event rates per tumbling window against an EWMA z-score baseline per series.
+
+    Tallies from any number of workers are summed per window; a window is closed once the
+    newest window seen is ``allowed_lateness_s`` past its end. Windows with no events count
+    as zero, so a feed that drops is noticed too.
+    """
+
+    def __init__(
+        self,
+        cfg: SecurityConfig,
+        *,
+        detector_factory: Callable[[], EWMAZScore] | None = None,
+    ) -> None:
+        vr = cfg.rules.volume
+        self.rule = vr
+        self.tumbling_s = cfg.tumbling_s
+        self.lateness = cfg.allowed_lateness_s
+        d = vr.detector
+        self._factory = detector_factory or (
+            lambda: EWMAZScore(
+                alpha=d.alpha, grace_period=d.grace_period, band_z=d.band_z, min_std=d.min_std
+            )
+        )
+        self._open: dict[float, dict[str, int]] = {}
+        self._next: float | None = None  # start of the first window not yet closed
+        self._dets: dict[str, EWMAZScore] = {}
+        self._active: set[str] = set()
+
+    def snapshot(self) -> VolumeSnapshot:
+        return VolumeSnapshot(
+            tuple((b, tuple(c.items())) for b, c in self._open.items()),
+            self._next,
+            tuple((k, d.snapshot()) for k, d in self._dets.items()),
+            tuple(sorted(self._active)),
+        )
+
+    def restore(self, s: VolumeSnapshot) -> None:
+        self._open = {b: dict(c) for b, c in s.open_buckets}
+        self._next = s.next_bucket
+        for k, st in s.detectors:
+            det = self._factory()
+            det.restore(st)
+            self._dets[k] = det
+        self._active = set(s.active)
+
+    def add(self, buckets: dict[float, dict[str, int]]) -> list[SeriesPoint | Detection]:
+        for b, counts in buckets.items():
+            if self._next is not None and b < self._next:
+                continue  # too late for its window: already closed (counted as late upstream)
+            tgt = self._open.setdefault(b, {})
+            for k, v in counts.items():
+                tgt[k] = tgt.get(k, 0) + v
+        if not self._open:
+            return []
+        newest = max(self._open)
+        return self._close_until(newest - self.lateness)
+
+    def flush(self) -> list[SeriesPoint | Detection]:
+        if not self._open:
+            return []
+        return self._close_until(max(self._open) + self.tumbling_s)
+
+    def _close_until(self, limit: float) -> list[SeriesPoint | Detection]:
+        """Close, in order, every window that ends at or before ``limit``, empty ones too."""
+        out: list[SeriesPoint | Detection] = []
+        step = self.tumbling_s
+        if self._next is None:
+            self._next = min(self._open)
+        while self._next + step <= limit:
+            b = self._next
+            counts = self._open.pop(b, None)
+            if counts is None and self._open:
+                upcoming = min(self._open)
+                if upcoming - b > _MAX_EMPTY_WINDOWS * step:
+                    # A jump in event time (clock error, a gap of weeks): do not score
+                    # thousands of empty windows; resume at the next window with data.
+                    self._next = upcoming
+                    continue
+            self._score(b, counts or {}, out)
+            self._next = b + step
+        return out
+
+    def _score(self, b: float, counts: dict[str, int], out: list[SeriesPoint | Detection]) -> None:
+        vr = self.rule
+        end = b + self.tumbling_s
+        for series in vr.series:
+            x = float(counts.get(series, 0))
+            det = self._dets.get(series)
+            if det is None:
+                det = self._dets[series] = self._factory()
+            e = det.explain_one(x, end)
+            det.learn_one(x, end)
+            out.append(SeriesPoint(FEED, series, end, x, e.expected, e.lower, e.upper, e.score))
+            if not vr.enabled:
+                continue
+            hit = e.score >= vr.threshold and max(x, e.expected) >= vr.min_count
+            if hit and series not in self._active:
+                self._active.add(series)
+                direction = "above" if x > e.expected else "below"
+                out.append(
+                    Detection(
+                        kind="volume_anomaly",
+                        entity=series,
+                        severity=vr.severity,
+                        ts=end,
+                        observed=x,
+                        threshold=vr.threshold,
+                        window_s=self.tumbling_s,
+                        summary=f"{series} rate {direction} baseline",
+                        description=(
+                            f"{_fmt_n(x)} {series} in {_fmt_n(self.tumbling_s)} s, expected "
+                            f"{e.expected:.1f} (band {max(e.lower, 0):.1f} to {e.upper:.1f}); "
+                            f"score {e.score:.1f} >= {_fmt_n(vr.threshold)}"
+                        ),
+                        expected=e.expected,
+                        lower=e.lower,
+                        upper=e.upper,
+                    )
+                )
+            elif not hit:
+                self._active.discard(series)
+
+
+# ====================================================================== bytewax glue
+class RulesLogic(
+    StatefulBatchLogic[SecurityEvent, "Detection | Tally | DeadLetter", RulesSnapshot]
+):
+    """One shard of sources. Emits detections and a tally of late events and tracked sources."""
+
+    def __init__(self, rules: SecurityRules) -> None:
+        self.rules = rules
+
+    def on_batch(
+        self, values: list[SecurityEvent]
+    ) -> tuple[list[Detection | Tally | DeadLetter], bool]:
+        rules = self.rules
+        out: list[Detection | Tally | DeadLetter] = list(rules.process(values))
+        if rules.errors:
+            out.extend(rules.errors)
+            rules.errors.clear()
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Detection | Tally | DeadLetter], bool]:
+        return [], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> RulesSnapshot:
+        return self.rules.snapshot()
+
+
+Buckets = dict[float, dict[str, int]]
+
+
+class VolumeLogic(StatefulBatchLogic[Buckets, "SeriesPoint | Detection", VolumeSnapshot]):
+    """The volume baseline of one dataset (each log source has its own rates and clock)."""
+
+    def __init__(self, vb: VolumeBaseline) -> None:
+        self.vb = vb
+
+    def on_batch(self, values: list[Buckets]) -> tuple[list[SeriesPoint | Detection], bool]:
+        merged: dict[float, dict[str, int]] = {}
+        for bs in values:
+            for b, c in bs.items():
+                tgt = merged.setdefault(b, {})
+                for k, v in c.items():
+                    tgt[k] = tgt.get(k, 0) + v
+        return self.vb.add(merged), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[SeriesPoint | Detection], bool]:
+        return self.vb.flush(), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> VolumeSnapshot:
+        return self.vb.snapshot()
+
+
+def make_parse_batch(
+    parser: LineParser, tumbling_s: float, allowed_lateness_s: float = 300.0
+) -> Callable[[list[RawLine]], list[SecurityEvent | DeadLetter | Tally]]:
+    """The parse step: lines to events and dead letters, plus one tally per batch.
+
+    The tally also counts late events: older than the newest event this worker has seen
+    minus ``allowed_lateness_s``, per dataset. They are still processed, never dropped.
+    """
+    newest: dict[str, float] = {}
+
+    def parse_batch(raws: list[RawLine]) -> list[SecurityEvent | DeadLetter | Tally]:
+        out: list[SecurityEvent | DeadLetter | Tally] = []
+        late = 0
+        lines: dict[tuple[str, str], int] = {}
+        events: dict[tuple[str, str], int] = {}
+        buckets: dict[str, dict[float, dict[str, int]]] = {}
+        parse = parser.parse
+        for raw in raws:
+            r = parse(raw)
+            if r is None:  # a header line, consumed by the parser
+                k = (raw.fmt, "parsed")
+                lines[k] = lines.get(k, 0) + 1
+                continue
+            if type(r) is SecurityEvent:
+                k = (raw.fmt, "parsed")
+                lines[k] = lines.get(k, 0) + 1
+                action = r.action
+                ds = r.dataset
+                ek = (ds, action)
+                events[ek] = events.get(ek, 0) + 1
+                ts = r.ts
+                b = ts - ts % tumbling_s
+                per_ds = buckets.get(ds)
+                if per_ds is None:
+                    per_ds = buckets[ds] = {}
+                top = newest.get(ds)
+                if top is None or ts > top:
+                    newest[ds] = ts
+                elif ts < top - allowed_lateness_s:
+                    late += 1
+                c = per_ds.get(b)
+                if c is None:
+                    c = per_ds[b] = {"events": 0}
+                c["events"] += 1
+                if action == "authentication":
+                    if r.outcome == "failure":
+                        c["auth_failures"] = c.get("auth_failures", 0) + 1
+                elif action == "connection":
+                    c["connections"] = c.get("connections", 0) + 1
+                elif action == "http_request" and (r.http_status or 0) >= 400:
+                    c["http_errors"] = c.get("http_errors", 0) + 1
+                if r.source_ip is not None and action != "other":
+                    out.append(r)
+            else:
+                k = (raw.fmt, "dead_lettered")
+                lines[k] = lines.get(k, 0) + 1
+                out.append(cast(DeadLetter, r))
+        out.append(Tally("parse", lines=lines, events=events, late=late, buckets=buckets))
+        return out
+
+    return parse_batch
+
+
+def _name_series(kv: tuple[str, SeriesPoint | Detection]) -> SeriesPoint | Detection:
+    """Prefix series names with their dataset: ``ssh.auth_failures``."""
+    ds, x = kv
+    if type(x) is SeriesPoint:
+        return replace(x, series=f"{ds}.{x.series}")
+    d = cast(Detection, x)
+    return replace(
+        d,
+        entity=f"{ds}.{d.entity}",
+        summary=f"{ds} {d.summary}",
+    )
+
+
+def shard_of(ip: str, shards: int) -> str:
+    """Stable across processes (unlike ``hash``), so every worker routes alike."""
+    return str(zlib.crc32(ip.encode()) % shards)
+
+
+@dataclass(frozen=True)
+class SecurityStreams:
+    detections: Stream[Detection]
+    dead: Stream[DeadLetter]
+    telemetry: Stream[Tally | SeriesPoint | Detection]
+
+
+@operator
+def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -> SecurityStreams:
+    """Parse, detect and baseline a stream of raw lines (see the module docstring)."""
+    parser = LineParser(year=cfg.year)
+    parsed = op.flat_map_batch(
+        "parse", raw, make_parse_batch(parser, cfg.tumbling_s, cfg.allowed_lateness_s)
+    )
+    b = op.branch("is_event", parsed, lambda x: type(x) is SecurityEvent)
+    events = cast(Stream[SecurityEvent], b.trues)
+    rest = op.branch("is_dead", b.falses, lambda x: type(x) is DeadLetter)
+    dead = cast(Stream[DeadLetter], rest.trues)
+    tallies = cast(Stream[Tally], rest.falses)
+
+    shards = cfg.shards
+    keyed = op.key_on("by_shard", events, lambda e: shard_of(cast(str, e.source_ip), shards))
+
+    def rules_builder(resume: RulesSnapshot | None) -> RulesLogic:
+        rules = SecurityRules(cfg.rules, max_sources=cfg.max_sources)
+        if resume is not None:
+            rules.restore(resume)
+        return RulesLogic(rules)
+
+    detected = op.key_rm("unkey", op.stateful_batch("rules", keyed, rules_builder))
+    db = op.branch("is_detection", detected, lambda x: type(x) is Detection)
+    rule_dets = cast(Stream[Detection], db.trues)
+    rb = op.branch("is_rule_dead", db.falses, lambda x: type(x) is DeadLetter)
+    rule_dead = cast(Stream[DeadLetter], rb.trues)
+    late_tallies = cast(Stream[Tally], rb.falses)
+
+    def volume_builder(resume: VolumeSnapshot | None) -> VolumeLogic:
+        vb = VolumeBaseline(cfg)
+        if resume is not None:
+            vb.restore(resume)
+        return VolumeLogic(vb)
+
+    per_dataset = op.flat_map("vol_split", tallies, lambda t: list(t.buckets.items()))
+    vol = op.stateful_batch("volume", per_dataset, volume_builder)
+    vol = op.map("vol_name", vol, _name_series)
+    vb_split = op.branch("is_vol_detection", vol, lambda x: type(x) is Detection)
+    detections = op.merge("detections", rule_dets, cast(Stream[Detection], vb_split.trues))
+    telemetry = op.merge(
+        "telemetry",
+        tallies,
+        late_tallies,
+        cast(Stream[SeriesPoint], vb_split.falses),
+        detections,
+    )
+    all_dead = op.merge("dead", dead, rule_dead)
+    return SecurityStreams(detections, all_dead, op.merge("telemetry_all", telemetry, all_dead))
+
+
+def build_flow(
+    cfg: SecurityConfig,
+    sources: list[Source[RawLine]],
+    alert_sink: Sink[Detection],
+    dead_sink: Sink[DeadLetter],
+    metrics_sink: Sink[Any],
+    *,
+    name: str = "security",
+) -> Dataflow:
+    """The security dataflow. Opens nothing itself: sources and sinks are passed in."""
+    if not sources:
+        msg = "security flow needs at least one input (security.inputs is empty)"
+        raise ValueError(msg)
+    flow = Dataflow(name)
+    ins = [op.input(f"in_{i}", flow, s) for i, s in enumerate(sources)]
+    raw = ins[0] if len(ins) == 1 else op.merge("inputs", *ins)
+    s = security_pipeline("security", raw, cfg)
+    op.output("alerts_out", s.detections, alert_sink)
+    op.output("dead_out", s.dead, dead_sink)
+    op.output("metrics_out", s.telemetry, metrics_sink)
+    return flow

@@ -1,0 +1,270 @@
+"""Prometheus exposition of what the flows see and find.
+
+Metric names are module constants: dashboards import them, so renaming a metric breaks a
+test rather than a panel. Labels are bounded sets only (flow, format, reason, kind,
+severity, series). The one exception is the top-K offender gauge set, whose ``entity``
+label holds at most ``top_k`` values per detection kind at any time: label sets that leave
+the top K are removed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from datasketches import frequent_items_error_type, frequent_strings_sketch
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.registry import Collector
+
+from flows.records import DeadLetter, Detection, SeriesPoint, Tally
+
+log = logging.getLogger(__name__)
+
+LINES = "vigil_lines_total"
+DEAD_LETTERS = "vigil_dead_letters_total"
+EVENTS = "vigil_events_total"
+LATE_EVENTS = "vigil_late_events_total"
+DETECTIONS = "vigil_detections_total"
+SERIES_VALUE = "vigil_series_value"
+SERIES_EXPECTED = "vigil_series_expected"
+SERIES_LOWER = "vigil_series_lower"
+SERIES_UPPER = "vigil_series_upper"
+SERIES_SCORE = "vigil_series_score"
+TOP_OFFENDER = "vigil_top_offender_weight"
+EVENT_TIME = "vigil_event_time_seconds"
+LAST_BATCH = "vigil_last_batch_timestamp_seconds"
+
+METRIC_NAMES: tuple[str, ...] = (
+    LINES,
+    DEAD_LETTERS,
+    EVENTS,
+    LATE_EVENTS,
+    DETECTIONS,
+    SERIES_VALUE,
+    SERIES_EXPECTED,
+    SERIES_LOWER,
+    SERIES_UPPER,
+    SERIES_SCORE,
+    TOP_OFFENDER,
+    EVENT_TIME,
+    LAST_BATCH,
+)
+
+C = TypeVar("C", Counter, Gauge)
+
+
+def get_or_create(
+    kind: type[C], name: str, doc: str, labels: tuple[str, ...], registry: CollectorRegistry
+) -> C:
+    """Register a metric, or return the one already registered under that name.
+
+    Several sinks (or several workers in one process) share a registry; registering twice
+    would raise ``Duplicated timeseries``.
+    """
+    existing: dict[str, Collector] = getattr(registry, "_names_to_collectors", {})
+    base = name.removesuffix("_total") if kind is Counter else name
+    found = existing.get(base) or existing.get(name)
+    if found is not None:
+        return found  # type: ignore[return-value]
+    return kind(name, doc, labels, registry=registry)
+
+
+class FlowMetrics:
+    """All flow metrics on one registry. Thread-safe (prometheus_client is).
+
+    Parameters
+    ----------
+    flow
+        Value of the ``flow`` label.
+    registry
+        Where to register; tests pass a fresh ``CollectorRegistry()``.
+    top_k
+        Offenders kept per detection kind in the top-K gauge set.
+    """
+
+    def __init__(
+        self, flow: str, *, registry: CollectorRegistry = REGISTRY, top_k: int = 10
+    ) -> None:
+        self.flow = flow
+        self.top_k = top_k
+        r = registry
+        self.lines = get_or_create(
+            Counter,
+            LINES,
+            "Input lines by format and outcome (parsed or dead_lettered).",
+            ("flow", "format", "outcome"),
+            r,
+        )
+        self.dead = get_or_create(
+            Counter,
+            DEAD_LETTERS,
+            "Records sent to the dead-letter path, by step and reason.",
+            ("flow", "step", "reason"),
+            r,
+        )
+        self.events = get_or_create(
+            Counter,
+            EVENTS,
+            "Normalized events by dataset and action.",
+            ("flow", "dataset", "action"),
+            r,
+        )
+        self.late = get_or_create(
+            Counter,
+            LATE_EVENTS,
+            "Events that arrived behind the watermark (still processed).",
+            ("flow",),
+            r,
+        )
+        self.detections = get_or_create(
+            Counter,
+            DETECTIONS,
+            "Detections by feed, kind and severity.",
+            ("feed", "kind", "severity"),
+            r,
+        )
+        self.value = get_or_create(
+            Gauge, SERIES_VALUE, "Latest value of a monitored series.", ("feed", "series"), r
+        )
+        self.expected = get_or_create(
+            Gauge, SERIES_EXPECTED, "Baseline's expected value.", ("feed", "series"), r
+        )
+        self.lower = get_or_create(
+            Gauge, SERIES_LOWER, "Lower edge of the expected band.", ("feed", "series"), r
+        )
+        self.upper = get_or_create(
+            Gauge, SERIES_UPPER, "Upper edge of the expected band.", ("feed", "series"), r
+        )
+        self.score = get_or_create(
+            Gauge, SERIES_SCORE, "Anomaly score of the latest value.", ("feed", "series"), r
+        )
+        self.top = get_or_create(
+            Gauge,
+            TOP_OFFENDER,
+            "Top-K offenders per detection kind (summed observed values); bounded label set.",
+            ("kind", "rank", "entity"),
+            r,
+        )
+        self.event_time = get_or_create(
+            Gauge,
+            EVENT_TIME,
+            "Newest event time seen (watermark lag = time() - this).",
+            ("flow",),
+            r,
+        )
+        self.last_batch = get_or_create(
+            Gauge, LAST_BATCH, "Wall time of the last batch a flow processed.", ("flow",), r
+        )
+        self._lock = threading.Lock()
+        # Plain running totals for the terminal progress line.
+        self.total_lines = 0
+        self.total_dead = 0
+        self.total_detections = 0
+        self._newest = 0.0
+        self._sketches: dict[str, frequent_strings_sketch] = {}
+        self._shown: dict[str, set[tuple[str, str]]] = {}
+
+    def record(self, items: list[Any]) -> None:
+        """Account for a batch of telemetry records of any kind the flows emit."""
+        f = self.flow
+        newest = 0.0
+        top_changed: set[str] = set()
+        for it in items:
+            t = type(it)
+            if t is Tally:
+                for (fmt, outcome), n in it.lines.items():
+                    self.lines.labels(f, fmt, outcome).inc(n)
+                    self.total_lines += n
+                    if outcome == "dead_lettered":
+                        self.total_dead += n
+                for (ds, action), n in it.events.items():
+                    self.events.labels(f, ds, action).inc(n)
+                if it.late:
+                    self.late.labels(f).inc(it.late)
+                for per_ds in it.buckets.values():
+                    newest = max(newest, max(per_ds))
+            elif t is DeadLetter:
+                self.dead.labels(f, it.step, it.reason).inc()
+            elif t is Detection:
+                self.detections.labels(it.feed, it.kind, it.severity).inc()
+                self.total_detections += 1
+                self._offender(it)
+                top_changed.add(it.kind)
+            elif t is SeriesPoint:
+                lab = (it.feed, it.series)
+                self.value.labels(*lab).set(it.value)
+                self.expected.labels(*lab).set(it.expected)
+                self.lower.labels(*lab).set(it.lower)
+                self.upper.labels(*lab).set(it.upper)
+                self.score.labels(*lab).set(it.score)
+                newest = max(newest, it.ts)
+        if newest:
+            with self._lock:  # gauges have no max(): keep our own under the lock
+                if newest > self._newest:
+                    self._newest = newest
+                    self.event_time.labels(f).set(newest)
+        self.last_batch.labels(f).set(time.time())
+        for kind in top_changed:
+            self._publish_top(kind)
+
+    def _offender(self, d: Detection) -> None:
+        with self._lock:
+            sk = self._sketches.get(d.kind)
+            if sk is None:
+                sk = self._sketches[d.kind] = frequent_strings_sketch(6)
+            sk.update(d.entity, max(1, int(d.observed)))
+
+    def _publish_top(self, kind: str) -> None:
+        with self._lock:
+            sk = self._sketches[kind]
+            items = sk.get_frequent_items(frequent_items_error_type.NO_FALSE_NEGATIVES)
+            items = sorted(items, key=lambda x: -x[1])[: self.top_k]
+            shown = {(str(i + 1), e[0]) for i, e in enumerate(items)}
+            for rank, entity in self._shown.get(kind, set()) - shown:
+                self.top.remove(kind, rank, entity)
+            for i, (entity, est, _lb, _ub) in enumerate(items):
+                self.top.labels(kind, str(i + 1), entity).set(est)
+            self._shown[kind] = shown
+
+
+class MetricsSink(DynamicSink[Any]):
+    """A bytewax sink that feeds telemetry records into :class:`FlowMetrics`."""
+
+    def __init__(self, metrics: FlowMetrics) -> None:
+        self.metrics = metrics
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _MetricsPartition:
+        return _MetricsPartition(self.metrics)
+
+
+class _MetricsPartition(StatelessSinkPartition[Any]):
+    def __init__(self, metrics: FlowMetrics) -> None:
+        self.metrics = metrics
+
+    def write_batch(self, items: list[Any]) -> None:
+        try:
+            self.metrics.record(items)
+        except Exception:  # metrics must never stop the flow
+            log.exception("metrics update failed")
+
+
+def serve(
+    host: str, port: int, registry: CollectorRegistry = REGISTRY
+) -> tuple[int, Callable[[], None]]:
+    """Serve ``/metrics`` on ``host:port`` (port 0 picks a free one).
+
+    Returns the bound port and a function that stops the server.
+    """
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    bound = server.server_address[1]
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    return int(bound), stop
