@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, cast
 
 import bytewax.operators as op
@@ -29,6 +29,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
+from detectors.base import Explanation
 from detectors.ewma import EWMAZScore, EWMAZScoreState
 from flows.config import SecurityConfig
 from flows.config import SecurityRules as RulesConfig
@@ -513,6 +514,7 @@ class VolumeSnapshot:
     next_bucket: float | None
     detectors: tuple[tuple[str, EWMAZScoreState], ...]
     active: tuple[str, ...]
+    dataset: str = ""
 
 
 class VolumeBaseline:
@@ -543,6 +545,7 @@ class VolumeBaseline:
         self._next: float | None = None  # start of the first window not yet closed
         self._dets: dict[str, EWMAZScore] = {}
         self._active: set[str] = set()
+        self.dataset = ""  # series are named "<dataset>.<series>"
 
     def snapshot(self) -> VolumeSnapshot:
         return VolumeSnapshot(
@@ -550,6 +553,7 @@ class VolumeBaseline:
             self._next,
             tuple((k, d.snapshot()) for k, d in self._dets.items()),
             tuple(sorted(self._active)),
+            self.dataset,
         )
 
     def restore(self, s: VolumeSnapshot) -> None:
@@ -560,8 +564,13 @@ class VolumeBaseline:
             det.restore(st)
             self._dets[k] = det
         self._active = set(s.active)
+        self.dataset = s.dataset
 
-    def add(self, buckets: dict[float, dict[str, int]]) -> list[SeriesPoint | Detection]:
+    def add(
+        self, buckets: dict[float, dict[str, int]], dataset: str = ""
+    ) -> list[SeriesPoint | Detection]:
+        if dataset:
+            self.dataset = dataset
         for b, counts in buckets.items():
             if self._next is not None and b < self._next:
                 continue  # too late for its window: already closed (counted as late upstream)
@@ -579,28 +588,45 @@ class VolumeBaseline:
         return self._close_until(max(self._open) + self.tumbling_s)
 
     def _close_until(self, limit: float) -> list[SeriesPoint | Detection]:
-        """Close, in order, every window that ends at or before ``limit``, empty ones too."""
+        """Close, in order, every window that ends at or before ``limit``, empty ones too.
+
+        Every window is scored and learned; only the newest point of each series is
+        returned (gauges show the latest value), plus any detections.
+        """
         out: list[SeriesPoint | Detection] = []
+        latest: dict[str, tuple[float, float, Explanation]] = {}
         step = self.tumbling_s
         if self._next is None:
             self._next = min(self._open)
+        upcoming = min(self._open) if self._open else math.inf
         while self._next + step <= limit:
             b = self._next
             counts = self._open.pop(b, None)
-            if counts is None and self._open:
-                upcoming = min(self._open)
-                if upcoming - b > _MAX_EMPTY_WINDOWS * step:
-                    # A jump in event time (clock error, a gap of weeks): do not score
-                    # thousands of empty windows; resume at the next window with data.
-                    self._next = upcoming
-                    continue
-            self._score(b, counts or {}, out)
+            if counts is not None:
+                upcoming = min(self._open) if self._open else math.inf
+            elif upcoming - b > _MAX_EMPTY_WINDOWS * step and upcoming != math.inf:
+                # A jump in event time (clock error, a gap of weeks): do not score
+                # thousands of empty windows; resume at the next window with data.
+                self._next = upcoming
+                continue
+            self._score(b, counts or {}, out, latest)
             self._next = b + step
+        prefix = self.dataset
+        for series, (end, x, e) in latest.items():
+            name = f"{prefix}.{series}" if prefix else series
+            out.append(SeriesPoint(FEED, name, end, x, e.expected, e.lower, e.upper, e.score))
         return out
 
-    def _score(self, b: float, counts: dict[str, int], out: list[SeriesPoint | Detection]) -> None:
+    def _score(
+        self,
+        b: float,
+        counts: dict[str, int],
+        out: list[SeriesPoint | Detection],
+        latest: dict[str, tuple[float, float, Explanation]],
+    ) -> None:
         vr = self.rule
         end = b + self.tumbling_s
+        prefix = self.dataset
         for series in vr.series:
             x = float(counts.get(series, 0))
             det = self._dets.get(series)
@@ -608,23 +634,24 @@ class VolumeBaseline:
                 det = self._dets[series] = self._factory()
             e = det.explain_one(x, end)
             det.learn_one(x, end)
-            out.append(SeriesPoint(FEED, series, end, x, e.expected, e.lower, e.upper, e.score))
+            latest[series] = (end, x, e)
             if not vr.enabled:
                 continue
             hit = e.score >= vr.threshold and max(x, e.expected) >= vr.min_count
             if hit and series not in self._active:
                 self._active.add(series)
+                name = f"{prefix}.{series}" if prefix else series
                 direction = "above" if x > e.expected else "below"
                 out.append(
                     Detection(
                         kind="volume_anomaly",
-                        entity=series,
+                        entity=name,
                         severity=vr.severity,
                         ts=end,
                         observed=x,
                         threshold=vr.threshold,
                         window_s=self.tumbling_s,
-                        summary=f"{series} rate {direction} baseline",
+                        summary=f"{name} rate {direction} baseline",
                         description=(
                             f"{_fmt_n(x)} {series} in {_fmt_n(self.tumbling_s)} s, expected "
                             f"{e.expected:.1f} (band {max(e.lower, 0):.1f} to {e.upper:.1f}); "
@@ -640,25 +667,25 @@ class VolumeBaseline:
 
 
 # ====================================================================== bytewax glue
-class RulesLogic(
-    StatefulBatchLogic[SecurityEvent, "Detection | Tally | DeadLetter", RulesSnapshot]
-):
-    """One shard of sources. Emits detections and a tally of late events and tracked sources."""
+class RulesLogic(StatefulBatchLogic[list[SecurityEvent], "Detection | DeadLetter", RulesSnapshot]):
+    """One shard of sources. Takes lists of events; emits detections and dead letters."""
 
     def __init__(self, rules: SecurityRules) -> None:
         self.rules = rules
 
     def on_batch(
-        self, values: list[SecurityEvent]
-    ) -> tuple[list[Detection | Tally | DeadLetter], bool]:
+        self, values: list[list[SecurityEvent]]
+    ) -> tuple[list[Detection | DeadLetter], bool]:
         rules = self.rules
-        out: list[Detection | Tally | DeadLetter] = list(rules.process(values))
+        out: list[Detection | DeadLetter] = []
+        for events in values:
+            out.extend(rules.process(events))
         if rules.errors:
             out.extend(rules.errors)
             rules.errors.clear()
         return out, StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[Detection | Tally | DeadLetter], bool]:
+    def on_eof(self) -> tuple[list[Detection | DeadLetter], bool]:
         return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> RulesSnapshot:
@@ -668,20 +695,25 @@ class RulesLogic(
 Buckets = dict[float, dict[str, int]]
 
 
-class VolumeLogic(StatefulBatchLogic[Buckets, "SeriesPoint | Detection", VolumeSnapshot]):
+class VolumeLogic(
+    StatefulBatchLogic[tuple[str, Buckets], "SeriesPoint | Detection", VolumeSnapshot]
+):
     """The volume baseline of one dataset (each log source has its own rates and clock)."""
 
     def __init__(self, vb: VolumeBaseline) -> None:
         self.vb = vb
 
-    def on_batch(self, values: list[Buckets]) -> tuple[list[SeriesPoint | Detection], bool]:
+    def on_batch(
+        self, values: list[tuple[str, Buckets]]
+    ) -> tuple[list[SeriesPoint | Detection], bool]:
         merged: dict[float, dict[str, int]] = {}
-        for bs in values:
+        dataset = values[0][0] if values else ""
+        for _ds, bs in values:
             for b, c in bs.items():
                 tgt = merged.setdefault(b, {})
                 for k, v in c.items():
                     tgt[k] = tgt.get(k, 0) + v
-        return self.vb.add(merged), StatefulBatchLogic.RETAIN
+        return self.vb.add(merged, dataset), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[SeriesPoint | Detection], bool]:
         return self.vb.flush(), StatefulBatchLogic.RETAIN
@@ -690,18 +722,26 @@ class VolumeLogic(StatefulBatchLogic[Buckets, "SeriesPoint | Detection", VolumeS
         return self.vb.snapshot()
 
 
+Parsed = tuple[str, list[SecurityEvent]] | DeadLetter | Tally
+
+
 def make_parse_batch(
-    parser: LineParser, tumbling_s: float, allowed_lateness_s: float = 300.0
-) -> Callable[[list[RawLine]], list[SecurityEvent | DeadLetter | Tally]]:
+    parser: LineParser, tumbling_s: float, allowed_lateness_s: float = 300.0, shards: int = 16
+) -> Callable[[list[RawLine]], list[Parsed]]:
     """The parse step: lines to events and dead letters, plus one tally per batch.
 
-    The tally also counts late events: older than the newest event this worker has seen
-    minus ``allowed_lateness_s``, per dataset. They are still processed, never dropped.
+    Events come out grouped per shard of their source address, as ``(shard, [events])``:
+    one item per shard and batch instead of one per line, which keeps bytewax's per-item
+    cost off the hot path. The tally also counts late events: older than the newest event
+    this worker has seen minus ``allowed_lateness_s``, per dataset. They are still
+    processed, never dropped.
     """
     newest: dict[str, float] = {}
+    shard_cache: dict[str, str] = {}
 
-    def parse_batch(raws: list[RawLine]) -> list[SecurityEvent | DeadLetter | Tally]:
-        out: list[SecurityEvent | DeadLetter | Tally] = []
+    def parse_batch(raws: list[RawLine]) -> list[Parsed]:
+        out: list[Parsed] = []
+        groups: dict[str, list[SecurityEvent]] = {}
         late = 0
         lines: dict[tuple[str, str], int] = {}
         events: dict[tuple[str, str], int] = {}
@@ -741,29 +781,27 @@ def make_parse_batch(
                     c["connections"] = c.get("connections", 0) + 1
                 elif action == "http_request" and (r.http_status or 0) >= 400:
                     c["http_errors"] = c.get("http_errors", 0) + 1
-                if r.source_ip is not None and action != "other":
-                    out.append(r)
+                ip = r.source_ip
+                if ip is not None and action != "other":
+                    key = shard_cache.get(ip)
+                    if key is None:
+                        if len(shard_cache) > 100_000:
+                            shard_cache.clear()
+                        key = shard_cache[ip] = shard_of(ip, shards)
+                    g = groups.get(key)
+                    if g is None:
+                        groups[key] = [r]
+                    else:
+                        g.append(r)
             else:
                 k = (raw.fmt, "dead_lettered")
                 lines[k] = lines.get(k, 0) + 1
                 out.append(cast(DeadLetter, r))
+        out.extend(groups.items())
         out.append(Tally("parse", lines=lines, events=events, late=late, buckets=buckets))
         return out
 
     return parse_batch
-
-
-def _name_series(kv: tuple[str, SeriesPoint | Detection]) -> SeriesPoint | Detection:
-    """Prefix series names with their dataset: ``ssh.auth_failures``."""
-    ds, x = kv
-    if type(x) is SeriesPoint:
-        return replace(x, series=f"{ds}.{x.series}")
-    d = cast(Detection, x)
-    return replace(
-        d,
-        entity=f"{ds}.{d.entity}",
-        summary=f"{ds} {d.summary}",
-    )
 
 
 def shard_of(ip: str, shards: int) -> str:
@@ -783,16 +821,15 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
     """Parse, detect and baseline a stream of raw lines (see the module docstring)."""
     parser = LineParser(year=cfg.year)
     parsed = op.flat_map_batch(
-        "parse", raw, make_parse_batch(parser, cfg.tumbling_s, cfg.allowed_lateness_s)
+        "parse",
+        raw,
+        make_parse_batch(parser, cfg.tumbling_s, cfg.allowed_lateness_s, cfg.shards),
     )
-    b = op.branch("is_event", parsed, lambda x: type(x) is SecurityEvent)
-    events = cast(Stream[SecurityEvent], b.trues)
+    b = op.branch("is_event", parsed, lambda x: type(x) is tuple)
+    keyed = cast(Stream[tuple[str, list[SecurityEvent]]], b.trues)
     rest = op.branch("is_dead", b.falses, lambda x: type(x) is DeadLetter)
     dead = cast(Stream[DeadLetter], rest.trues)
     tallies = cast(Stream[Tally], rest.falses)
-
-    shards = cfg.shards
-    keyed = op.key_on("by_shard", events, lambda e: shard_of(cast(str, e.source_ip), shards))
 
     def rules_builder(resume: RulesSnapshot | None) -> RulesLogic:
         rules = SecurityRules(cfg.rules, max_sources=cfg.max_sources)
@@ -803,9 +840,7 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
     detected = op.key_rm("unkey", op.stateful_batch("rules", keyed, rules_builder))
     db = op.branch("is_detection", detected, lambda x: type(x) is Detection)
     rule_dets = cast(Stream[Detection], db.trues)
-    rb = op.branch("is_rule_dead", db.falses, lambda x: type(x) is DeadLetter)
-    rule_dead = cast(Stream[DeadLetter], rb.trues)
-    late_tallies = cast(Stream[Tally], rb.falses)
+    rule_dead = cast(Stream[DeadLetter], db.falses)
 
     def volume_builder(resume: VolumeSnapshot | None) -> VolumeLogic:
         vb = VolumeBaseline(cfg)
@@ -813,15 +848,15 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
             vb.restore(resume)
         return VolumeLogic(vb)
 
-    per_dataset = op.flat_map("vol_split", tallies, lambda t: list(t.buckets.items()))
-    vol = op.stateful_batch("volume", per_dataset, volume_builder)
-    vol = op.map("vol_name", vol, _name_series)
+    per_dataset = op.flat_map(
+        "vol_split", tallies, lambda t: [(ds, (ds, bs)) for ds, bs in t.buckets.items()]
+    )
+    vol = op.key_rm("vol_unkey", op.stateful_batch("volume", per_dataset, volume_builder))
     vb_split = op.branch("is_vol_detection", vol, lambda x: type(x) is Detection)
     detections = op.merge("detections", rule_dets, cast(Stream[Detection], vb_split.trues))
     telemetry = op.merge(
         "telemetry",
         tallies,
-        late_tallies,
         cast(Stream[SeriesPoint], vb_split.falses),
         detections,
     )

@@ -173,6 +173,7 @@ class FlowMetrics:
         f = self.flow
         newest = 0.0
         top_changed: set[str] = set()
+        points: dict[tuple[str, str], SeriesPoint] = {}
         for it in items:
             t = type(it)
             if t is Tally:
@@ -195,13 +196,14 @@ class FlowMetrics:
                 self._offender(it)
                 top_changed.add(it.kind)
             elif t is SeriesPoint:
-                lab = (it.feed, it.series)
-                self.value.labels(*lab).set(it.value)
-                self.expected.labels(*lab).set(it.expected)
-                self.lower.labels(*lab).set(it.lower)
-                self.upper.labels(*lab).set(it.upper)
-                self.score.labels(*lab).set(it.score)
+                points[(it.feed, it.series)] = it  # gauges show the newest only
                 newest = max(newest, it.ts)
+        for lab, p in points.items():
+            self.value.labels(*lab).set(p.value)
+            self.expected.labels(*lab).set(p.expected)
+            self.lower.labels(*lab).set(p.lower)
+            self.upper.labels(*lab).set(p.upper)
+            self.score.labels(*lab).set(p.score)
         if newest:
             with self._lock:  # gauges have no max(): keep our own under the lock
                 if newest > self._newest:
