@@ -50,7 +50,7 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -58,6 +58,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from typing_extensions import override
 
 from flows.records import Detection
+from sinks.prometheus import ALERTS, NOTIFICATIONS, SINK_FAILURES, get_or_create
 from sinks.webhook import WebhookClient
 
 __all__ = [
@@ -73,21 +74,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Alerts produced, by ``feed``, ``kind`` and ``severity``.
-ALERTS = "vigil_alerts_total"
-#: Webhook deliveries, by ``sink`` and ``outcome`` (a ``DeliveryResult.reason``).
-NOTIFICATIONS = "vigil_notifications_total"
-#: Failures of any alert destination, by ``sink`` and a stable ``reason``.
-SINK_FAILURES = "vigil_sink_failures_total"
+# Metric names live in sinks.prometheus with all the others (dashboards import them there).
 METRIC_NAMES: tuple[str, ...] = (ALERTS, NOTIFICATIONS, SINK_FAILURES)
 
 #: Alertmanager's "zero" time: the alert has no known end.
 ZERO_TIME = "0001-01-01T00:00:00Z"
 _IDENTITY_LABELS = ("alertname", "entity", "feed")
 _ANNOTATION_NAME = re.compile(r"[^A-Za-z0-9_]")
-
-C = TypeVar("C", bound=Counter)
-
 
 def _format_number(x: float) -> str:
     """Numbers as Alertmanager-style strings: ``42``, ``0.25``, ``NaN``, ``+Inf``."""
@@ -266,38 +259,19 @@ def idempotency_key(alerts: Iterable[dict[str, Any]]) -> str:
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
 
 
-def _get_or_create(
-    cls: type[C], name: str, documentation: str, labels: tuple[str, ...], registry: Any
-) -> C:
-    """Register a metric, or return the one already registered under ``name``.
-
-    Two sinks (or two workers of one process) share one registry; the second registration
-    would raise ``Duplicated timeseries``. ``prometheus_client`` has no public lookup, so
-    this reads the registry's name index, and only after a registration failed.
-    """
-    try:
-        return cls(name, documentation, labels, registry=registry)
-    except ValueError:
-        names = getattr(registry, "_names_to_collectors", {})
-        existing = names.get(name)
-        if isinstance(existing, cls) and tuple(existing._labelnames) == labels:
-            return existing
-        raise
-
-
 class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.alerts = _get_or_create(
+        self.alerts = get_or_create(
             Counter, ALERTS, "Alerts produced.", ("feed", "kind", "severity"), registry
         )
-        self.notifications = _get_or_create(
+        self.notifications = get_or_create(
             Counter,
             NOTIFICATIONS,
             "Webhook notifications attempted, by outcome.",
             ("sink", "outcome"),
             registry,
         )
-        self.failures = _get_or_create(
+        self.failures = get_or_create(
             Counter,
             SINK_FAILURES,
             "Alert deliveries that failed, by destination and reason.",

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from datasketches import frequent_items_error_type, frequent_strings_sketch
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
-from prometheus_client.registry import Collector
 
 from flows.records import DeadLetter, Detection, SeriesPoint, Tally
 
@@ -37,6 +36,12 @@ SERIES_SCORE = "vigil_series_score"
 TOP_OFFENDER = "vigil_top_offender_weight"
 EVENT_TIME = "vigil_event_time_seconds"
 LAST_BATCH = "vigil_last_batch_timestamp_seconds"
+#: Alerts produced, by ``feed``, ``kind`` and ``severity`` (sinks.alerts).
+ALERTS = "vigil_alerts_total"
+#: Webhook deliveries, by ``sink`` and ``outcome`` (a ``DeliveryResult.reason``).
+NOTIFICATIONS = "vigil_notifications_total"
+#: Failures of any alert destination, by ``sink`` and a stable ``reason``.
+SINK_FAILURES = "vigil_sink_failures_total"
 
 METRIC_NAMES: tuple[str, ...] = (
     LINES,
@@ -52,25 +57,31 @@ METRIC_NAMES: tuple[str, ...] = (
     TOP_OFFENDER,
     EVENT_TIME,
     LAST_BATCH,
+    ALERTS,
+    NOTIFICATIONS,
+    SINK_FAILURES,
 )
 
 C = TypeVar("C", Counter, Gauge)
 
 
 def get_or_create(
-    kind: type[C], name: str, doc: str, labels: tuple[str, ...], registry: CollectorRegistry
+    cls: type[C], name: str, documentation: str, labels: tuple[str, ...], registry: Any
 ) -> C:
-    """Register a metric, or return the one already registered under that name.
+    """Register a metric, or return the one already registered under ``name``.
 
-    Several sinks (or several workers in one process) share a registry; registering twice
-    would raise ``Duplicated timeseries``.
+    Two sinks (or two workers of one process) share one registry; the second registration
+    would raise ``Duplicated timeseries``. ``prometheus_client`` has no public lookup, so
+    this reads the registry's name index, and only after a registration failed.
     """
-    existing: dict[str, Collector] = getattr(registry, "_names_to_collectors", {})
-    base = name.removesuffix("_total") if kind is Counter else name
-    found = existing.get(base) or existing.get(name)
-    if found is not None:
-        return found  # type: ignore[return-value]
-    return kind(name, doc, labels, registry=registry)
+    try:
+        return cls(name, documentation, labels, registry=registry)
+    except ValueError:
+        names = getattr(registry, "_names_to_collectors", {})
+        existing = names.get(name)
+        if isinstance(existing, cls) and tuple(existing._labelnames) == labels:
+            return existing
+        raise
 
 
 class FlowMetrics:
