@@ -45,7 +45,6 @@ from sinks.webhook import verify_signature
 
 log = logging.getLogger("vigil")
 
-FLOWS = ("security",)
 SEVERITY_COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "warning": "\033[33m"}
 
 
@@ -106,10 +105,29 @@ def alert_printer(stream: TextIO) -> Callable[[dict[str, Any]], None]:
     return show
 
 
+class Totals:
+    """Running totals summed over the metrics of every flow in this process."""
+
+    def __init__(self, metrics: dict[str, FlowMetrics]) -> None:
+        self._metrics = metrics
+
+    @property
+    def total_lines(self) -> int:
+        return sum(m.total_lines for m in self._metrics.values())
+
+    @property
+    def total_dead(self) -> int:
+        return sum(m.total_dead for m in self._metrics.values())
+
+    @property
+    def total_detections(self) -> int:
+        return sum(m.total_detections for m in self._metrics.values())
+
+
 class Progress:
     """Events/s and detections so far: a live line on a terminal, a log line otherwise."""
 
-    def __init__(self, metrics: FlowMetrics, stream: TextIO, interval_s: float = 1.0) -> None:
+    def __init__(self, metrics: Totals, stream: TextIO, interval_s: float = 1.0) -> None:
         self.metrics = metrics
         self.stream = stream
         self.tty = stream.isatty()
@@ -174,8 +192,9 @@ def execute(flow: Dataflow, workers: int) -> None:
         cli_main(flow, workers_per_process=workers)
 
 
-def run_security(
+def run_flows(
     cfg: VigilConfig,
+    flows: Sequence[str] = ("security",),
     *,
     workers: int = 1,
     metrics_port: int | None = None,
@@ -183,12 +202,12 @@ def run_security(
     follow: bool = False,
     out: TextIO | None = None,
 ) -> dict[str, Any]:
-    """Run the security flow to completion (or forever for live inputs); return a summary."""
-    from flows.main import build_security
+    """Run flows to completion (or until interrupted, for live inputs); return a summary."""
+    from flows.main import build_flows
 
     stdout = out or sys.stdout
-    flow, metrics = build_security(
-        cfg, on_alert=alert_printer(stdout), speed_override=speed_override
+    flow, io = build_flows(
+        flows, cfg, on_alert=alert_printer(stdout), speed_override=speed_override
     )
     stop_metrics: Callable[[], None] | None = None
     if cfg.metrics.enabled:
@@ -203,7 +222,7 @@ def run_security(
         else:
             print(f"metrics: http://{cfg.metrics.host}:{bound}/metrics", file=sys.stderr)
     try:
-        with Progress(metrics, sys.stderr) as prog:
+        with Progress(Totals(io.metrics), sys.stderr) as prog:
             execute(flow, workers)
         summary = prog.summary()
         if follow and stop_metrics is not None:
@@ -236,15 +255,18 @@ def _load(path: str | None) -> VigilConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    unknown = [f for f in args.flows if f not in FLOWS]
+    from flows.main import available_flows
+
+    have = available_flows()
+    unknown = [f for f in args.flows if f not in have]
     if unknown:
-        print(f"vigil run: unknown flow(s) {unknown}; available: {list(FLOWS)}", file=sys.stderr)
+        print(f"vigil run: unknown flow(s) {unknown}; available: {have}", file=sys.stderr)
         return 2
     cfg = load_config(args.config)
-    if not cfg.security.inputs:
+    if "security" in args.flows and not cfg.security.inputs:
         print(f"vigil run: {args.config} has no security.inputs", file=sys.stderr)
         return 2
-    summary = run_security(cfg, workers=args.workers)
+    summary = run_flows(cfg, args.flows, workers=args.workers)
     print(json.dumps({"summary": summary}), file=sys.stderr)
     return 0
 
@@ -309,7 +331,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     try:
-        summary = run_security(
+        summary = run_flows(
             cfg, speed_override=args.speed, follow=args.follow, metrics_port=args.metrics_port
         )
     finally:
@@ -349,7 +371,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         alerts = alerts.model_copy(update={"webhook": WebhookConfig(url=args.webhook)})
     cfg = base.model_copy(update={"security": sec, "alerts": alerts})
     cfg = parse_config(cfg.model_dump())  # re-validate the combination
-    summary = run_security(cfg, workers=args.workers)
+    summary = run_flows(cfg, workers=args.workers)
     print(json.dumps({"summary": summary}), file=sys.stderr)
     return 0
 
@@ -410,7 +432,9 @@ def make_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run flows from a configuration file")
-    r.add_argument("flows", nargs="+", metavar="FLOW", help=f"one of {', '.join(FLOWS)}")
+    r.add_argument(
+        "flows", nargs="+", metavar="FLOW", help="security, indicators, service_queues, media"
+    )
     r.add_argument("--config", "-c", required=True, help="YAML configuration file")
     r.add_argument("--workers", "-w", type=int, default=1, help="worker threads (default 1)")
     r.set_defaults(func=cmd_run)

@@ -1,6 +1,7 @@
 """Vigil's one configuration schema, and how to load and explain it.
 
-Every model is frozen and rejects unknown keys, so a typo such as ``failurs:`` fails at
+Sections of later flows live in ``flows/config_<area>.py`` and are assembled here into one
+tree. Every model is frozen and rejects unknown keys, so a typo such as ``failurs:`` fails at
 startup with its path (``security.rules.brute_force.failurs``). Secrets never live in the
 file: a field ending in ``_env`` names an environment variable that holds the secret.
 """
@@ -12,18 +13,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from flows.config_alerting import AlertingConfig
+from flows.config_base import Frozen, Severity
+from flows.config_indicators import IndicatorsConfig
+from flows.config_media import MediaConfig
+from flows.config_queues import ServiceQueuesConfig
 from flows.errors import ConfigError
 
-Severity = Literal["info", "warning", "high", "critical"]
 Format = Literal[
     "ssh", "syslog", "zeek", "suricata", "iptables", "ufw", "access", "nginx", "apache"
 ]
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+_Frozen = Frozen
 
 
 # ---------------------------------------------------------------- inputs
@@ -197,6 +201,10 @@ class VigilConfig(_Frozen):
     """The whole configuration file."""
 
     security: SecurityConfig = SecurityConfig()
+    indicators: IndicatorsConfig = IndicatorsConfig()
+    service_queues: ServiceQueuesConfig = ServiceQueuesConfig()
+    media: MediaConfig = MediaConfig()
+    alerting: AlertingConfig = AlertingConfig()
     metrics: MetricsConfig = MetricsConfig()
     alerts: AlertsConfig = AlertsConfig()
     dead_letters: DeadLetterConfig = DeadLetterConfig()

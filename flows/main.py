@@ -6,17 +6,21 @@ bytewax's own runner; the ``vigil`` CLI calls :func:`build_security` directly.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import bytewax.operators as op
 import orjson
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from flows import security
@@ -29,6 +33,7 @@ from flows.config import (
     load_config,
     webhook_secret,
 )
+from flows.errors import ConfigError
 from flows.parsers import LineParser
 from flows.records import DeadLetter, Detection, RawLine
 from sinks.alerts import AlertSink
@@ -132,22 +137,71 @@ class _DeadPartition(StatelessSinkPartition[DeadLetter]):
             self._fh.close()
 
 
-def build_security(
+@dataclass
+class FlowIO:
+    """What the composition root hands every flow's ``attach``.
+
+    Flows add their own inputs (from their config section) and send their telemetry to
+    ``metrics_sink(flow_name)``; they return detections and dead letters, which the root
+    merges across flows into one alert path and one dead-letter file.
+    """
+
+    cfg: VigilConfig
+    registry: CollectorRegistry
+    metrics: dict[str, FlowMetrics] = field(default_factory=dict)
+    speed_override: float | str | None = "config"
+    on_syslog_bound: Callable[[int], None] | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def metrics_sink(self, flow_name: str) -> MetricsSink:
+        m = self.metrics.get(flow_name)
+        if m is None:
+            m = self.metrics[flow_name] = FlowMetrics(flow_name, registry=self.registry)
+        return MetricsSink(m)
+
+
+class Attached(Protocol):
+    detections: Stream[Detection]
+    dead: Stream[DeadLetter]
+
+
+def _attach_security(flow: Dataflow, io: FlowIO) -> Attached:
+    cfg = io.cfg.security
+    srcs = make_sources(cfg, speed_override=io.speed_override, on_syslog_bound=io.on_syslog_bound)
+    return security.attach(flow, cfg, srcs, io.metrics_sink("security"))
+
+
+#: Flow name -> "module:function" of its attach(flow, io) -> Attached. A module that is not
+#: there yet makes its flow unavailable, not the CLI.
+FLOWS: dict[str, str] = {
+    "security": "flows.main:_attach_security",
+    "indicators": "flows.indicators:attach",
+    "service_queues": "flows.service_queues:attach",
+    "media": "flows.media:attach",
+}
+
+
+def available_flows() -> list[str]:
+    out = []
+    for name, target in FLOWS.items():
+        mod = target.split(":")[0]
+        if importlib.util.find_spec(mod) is not None:
+            out.append(name)
+    return out
+
+
+def make_alert_sink(
     cfg: VigilConfig,
     *,
-    registry: CollectorRegistry = REGISTRY,
-    on_alert: Callable[[dict[str, Any]], None] | None = None,
-    environ: Mapping[str, str] | None = None,
-    speed_override: float | str | None = "config",
-    on_syslog_bound: Callable[[int], None] | None = None,
-) -> tuple[Dataflow, FlowMetrics]:
-    """Wire the security flow to the sources and sinks its configuration names."""
-    env = dict(os.environ if environ is None else environ)
-    metrics = FlowMetrics("security", registry=registry)
+    registry: CollectorRegistry,
+    on_alert: Callable[[dict[str, Any]], None] | None,
+    environ: Mapping[str, str],
+) -> Sink[Detection]:
+    """The sink every flow's detections go to (the alerting pipeline's entry)."""
     wh = cfg.alerts.webhook
     factory: Callable[[], WebhookClient] | None = None
     if wh is not None:
-        secret = webhook_secret(wh, env)
+        secret = webhook_secret(wh, dict(environ))
         if secret is None:
             log.warning(
                 "webhook secret variable is not set: webhooks will be sent unsigned",
@@ -158,33 +212,74 @@ def build_security(
         def factory() -> WebhookClient:
             return WebhookClient(url, secret=secret, timeout_s=timeout, max_attempts=attempts)
 
-    for p in (cfg.alerts.file, cfg.dead_letters.file):
-        if p and p != "-":
-            Path(p).parent.mkdir(parents=True, exist_ok=True)
-    flow = security.build_flow(
-        cfg.security,
-        make_sources(cfg.security, speed_override=speed_override, on_syslog_bound=on_syslog_bound),
-        AlertSink(
-            jsonl_path=cfg.alerts.file,
-            webhook_factory=factory,
-            registry=registry,
-            on_alert=on_alert,
-        ),
-        DeadLetterSink(cfg.dead_letters.file),
-        MetricsSink(metrics),
+    if cfg.alerts.file and cfg.alerts.file != "-":
+        Path(cfg.alerts.file).parent.mkdir(parents=True, exist_ok=True)
+    return AlertSink(
+        jsonl_path=cfg.alerts.file, webhook_factory=factory, registry=registry, on_alert=on_alert
     )
-    return flow, metrics
 
 
-def flow(config_path: str) -> Dataflow:
-    """Entry point for ``python -m bytewax.run "flows.main:flow('vigil.yaml')"``."""
+def build_flows(
+    names: Sequence[str],
+    cfg: VigilConfig,
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    on_alert: Callable[[dict[str, Any]], None] | None = None,
+    environ: Mapping[str, str] | None = None,
+    speed_override: float | str | None = "config",
+    on_syslog_bound: Callable[[int], None] | None = None,
+) -> tuple[Dataflow, FlowIO]:
+    """One dataflow running the named flows, wired to the sinks the configuration names."""
+    env = dict(os.environ if environ is None else environ)
+    io = FlowIO(
+        cfg,
+        registry,
+        speed_override=speed_override,
+        on_syslog_bound=on_syslog_bound,
+        environ=env,
+    )
+    flow = Dataflow("vigil")
+    dets: list[Stream[Detection]] = []
+    dead: list[Stream[DeadLetter]] = []
+    for name in names:
+        target = FLOWS.get(name)
+        if target is None:
+            msg = f"unknown flow {name!r}; available: {available_flows()}"
+            raise ConfigError(msg)
+        mod_name, fn_name = target.split(":")
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as ex:
+            msg = f"flow {name!r} is not available in this version"
+            raise ConfigError(msg) from ex
+        out = getattr(mod, fn_name)(flow, io)
+        dets.append(out.detections)
+        dead.append(out.dead)
+    if cfg.dead_letters.file and cfg.dead_letters.file != "-":
+        Path(cfg.dead_letters.file).parent.mkdir(parents=True, exist_ok=True)
+    all_dets = dets[0] if len(dets) == 1 else op.merge("all_detections", *dets)
+    all_dead = dead[0] if len(dead) == 1 else op.merge("all_dead", *dead)
+    op.output(
+        "alerts_out",
+        all_dets,
+        make_alert_sink(cfg, registry=registry, on_alert=on_alert, environ=env),
+    )
+    op.output("dead_out", all_dead, DeadLetterSink(cfg.dead_letters.file))
+    return flow, io
+
+
+def flow(config_path: str, flows: str = "security") -> Dataflow:
+    """Entry point for ``python -m bytewax.run "flows.main:flow('vigil.yaml')"``.
+
+    ``flows`` is a comma-separated list of flow names.
+    """
     cfg = load_config(config_path)
-    f, _ = build_security(cfg)
+    f, _ = build_flows(flows.split(","), cfg)
     if cfg.metrics.enabled:
         from sinks.prometheus import serve
 
         serve(cfg.metrics.host, cfg.metrics.port)
-    print(f"vigil: metrics on {cfg.metrics.host}:{cfg.metrics.port}", file=sys.stderr)
+        print(f"vigil: metrics on {cfg.metrics.host}:{cfg.metrics.port}", file=sys.stderr)
     return f
 
 

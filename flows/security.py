@@ -864,6 +864,28 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
     return SecurityStreams(detections, all_dead, op.merge("telemetry_all", telemetry, all_dead))
 
 
+def attach(
+    flow: Dataflow,
+    cfg: SecurityConfig,
+    sources: list[Source[RawLine]],
+    metrics_sink: Sink[Any],
+) -> SecurityStreams:
+    """Add the security pipeline to ``flow``; return its detections and dead letters.
+
+    Telemetry (tallies, baselines, detections, dead letters) goes to ``metrics_sink``; the
+    caller routes detections to alerting and dead letters to their file, merged with those
+    of other flows.
+    """
+    if not sources:
+        msg = "security flow needs at least one input (security.inputs is empty)"
+        raise ValueError(msg)
+    ins = [op.input(f"security_in_{i}", flow, s) for i, s in enumerate(sources)]
+    raw = ins[0] if len(ins) == 1 else op.merge("security_inputs", *ins)
+    s = security_pipeline("security", raw, cfg)
+    op.output("security_metrics_out", s.telemetry, metrics_sink)
+    return s
+
+
 def build_flow(
     cfg: SecurityConfig,
     sources: list[Source[RawLine]],
@@ -871,17 +893,11 @@ def build_flow(
     dead_sink: Sink[DeadLetter],
     metrics_sink: Sink[Any],
     *,
-    name: str = "security",
+    name: str = "vigil",
 ) -> Dataflow:
-    """The security dataflow. Opens nothing itself: sources and sinks are passed in."""
-    if not sources:
-        msg = "security flow needs at least one input (security.inputs is empty)"
-        raise ValueError(msg)
+    """The security dataflow on its own. Opens nothing itself: sources and sinks are passed in."""
     flow = Dataflow(name)
-    ins = [op.input(f"in_{i}", flow, s) for i, s in enumerate(sources)]
-    raw = ins[0] if len(ins) == 1 else op.merge("inputs", *ins)
-    s = security_pipeline("security", raw, cfg)
+    s = attach(flow, cfg, sources, metrics_sink)
     op.output("alerts_out", s.detections, alert_sink)
     op.output("dead_out", s.dead, dead_sink)
-    op.output("metrics_out", s.telemetry, metrics_sink)
     return flow

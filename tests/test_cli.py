@@ -40,7 +40,8 @@ def summary(stderr: str) -> dict:
     for line in reversed(stderr.splitlines()):
         if line.startswith('{"summary"'):
             return json.loads(line)["summary"]
-    raise AssertionError(f"no summary in:\n{stderr[-2000:]}")
+    msg = f"no summary in:\n{stderr[-2000:]}"
+    raise AssertionError(msg)
 
 
 def test_help_everywhere() -> None:

@@ -6,7 +6,6 @@ midnight of the day plus ``h * 3600 + m * 60 + s``.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import MISSING, fields
@@ -87,17 +86,17 @@ def _build_event_maker() -> Callable[..., SecurityEvent]:
         "    o.__class__ = _cls\n    return o\n"
     )
     namespace: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": SecurityEvent}
-    exec(src, namespace)  # same technique as dataclasses' generated __init__
-    maker: Callable[..., SecurityEvent] = namespace["make_event"]
     try:
-        probe = {
+        exec(src, namespace)  # same technique as dataclasses' generated __init__
+        maker: Callable[..., SecurityEvent] = namespace["make_event"]
+        probe: dict[str, Any] = {
             n: (i if f.default is MISSING else f.default)
             for i, (n, f) in enumerate(zip(names, flds, strict=True))
         }
         fast, slow = maker(**probe), SecurityEvent(**probe)
         if type(fast) is not SecurityEvent or fast != slow or repr(fast) != repr(slow):
             return SecurityEvent
-    except TypeError:  # "object layout differs": not layout-compatible after all
+    except Exception:  # e.g. TypeError "object layout differs": use the real constructor
         return SecurityEvent
     maker.__doc__ = "Build a SecurityEvent: same signature and result as its constructor."
     return maker
@@ -182,17 +181,21 @@ def check_count(v: object) -> int | None:
     return v
 
 
-def opt_str(d: dict[str, Any], key: str) -> str | None:
-    """``d[key]`` if it is a string, ``None`` if absent or null; anything else fails."""
+def opt_str(d: dict[str, Any], key: str, path: str = "") -> str | None:
+    """``d[key]`` if it is a string, ``None`` if absent or null; anything else fails.
+
+    ``path`` prefixes the field name in the failure reason (``"flow."``).
+    """
     v = d.get(key)
     if v is None or type(v) is str:
         return v
-    raise ParseError(bad_field(key), repr(v))
+    raise ParseError(bad_field(path + key), repr(v)[:64])
 
 
 _ISO = re.compile(
     r"\s*(\d{4}-\d\d-\d\d)[Tt ](\d\d):(\d\d):(\d\d)(\.\d{1,9})?"
-    r"(?:(Z|z)|([+-]\d\d)(?::?(\d\d))?)?\s*"
+    r"(?:(Z|z)|([+-]\d\d)(?::?(\d\d))?)?\s*",
+    re.A,
 )
 _date_base: dict[str, float] = {}
 
@@ -260,10 +263,3 @@ def offset_seconds(hours: str, minutes: str | None) -> int:
         off = (oh * 3600 + om * 60) * (-1 if hours[0] == "-" else 1)
         _offsets[key] = off  # at most 24 * 60 * 2 valid keys
     return off
-
-
-def finite(t: float) -> float:
-    """``t`` if finite, else a ``"bad number"`` failure."""
-    if not math.isfinite(t):
-        raise ParseError(BAD_NUMBER, repr(t))
-    return t

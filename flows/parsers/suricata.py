@@ -98,17 +98,15 @@ def parse_eve(raw: RawLine) -> SecurityEvent | None:
         sev = alert.get("severity")
         if sev is not None and type(sev) is not int:
             raise ParseError(BAD_NUMBER, repr(sev)[:64])
-        return make_event(
-            ts, "suricata", "ids_alert", rule_name=opt_str(alert, "signature"), severity=sev,
-            **common,
-        )  # fmt: skip
+        rule = opt_str(alert, "signature", "alert.")
+        return make_event(ts, "suricata", "ids_alert", rule_name=rule, severity=sev, **common)
     if et == "flow":
         flow = _obj(d, "flow")
         ts_bytes = check_count(flow.get("bytes_toserver"))
         tc_bytes = check_count(flow.get("bytes_toclient"))
         total = None if ts_bytes is None and tc_bytes is None else (ts_bytes or 0) + (tc_bytes or 0)
         return make_event(
-            ts, "suricata", "connection", bytes=total, conn_state=opt_str(flow, "state"),
+            ts, "suricata", "connection", bytes=total, conn_state=opt_str(flow, "state", "flow."),
             **common,
         )  # fmt: skip
     if et == "http":
@@ -116,13 +114,17 @@ def parse_eve(raw: RawLine) -> SecurityEvent | None:
         status = http.get("status")
         if status is not None and (type(status) is not int or not 0 <= status <= 999):
             raise ParseError(BAD_NUMBER, repr(status)[:64])
-        url = opt_str(http, "url")
+        url = opt_str(http, "url", "http.")
         return make_event(
-            ts, "suricata", "http_request", http_status=status,
+            ts,
+            "suricata",
+            "http_request",
+            http_status=status,
             url_path=url.split("?", 1)[0] if url is not None else None,
-            http_method=opt_str(http, "http_method"), bytes=check_count(http.get("length")),
+            http_method=opt_str(http, "http_method", "http."),
+            bytes=check_count(http.get("length")),
             **common,
-        )  # fmt: skip
+        )
     return make_event(ts, "suricata", "other", **common)
 
 

@@ -4,25 +4,30 @@ One :class:`SyslogParser` serves both the ``"ssh"`` and the ``"iptables"`` datas
 ``/var/log/syslog`` holds sshd and kernel firewall lines side by side, so every syslog line
 goes through the same message classifier and only ``dataset`` differs.
 
-Messages recognised (anything else is ``action="other"``):
+Messages recognised, as ``action="authentication"`` with ``outcome`` and ``reason``:
 
-============================================================  ================  ==========
-message                                                       reason            outcome
-============================================================  ================  ==========
-``Failed <method> for [invalid user ]U from IP port P ssh2``  method            failure
-``Invalid user U from IP [port P]``                           invalid_user      failure
-``Accepted <method> for U from IP port P ssh2``               method            success
-``pam_unix(sshd:auth): authentication failure; ... rhost=H``  pam               failure
-``Connection closed|reset by ... [preauth]``,                 preauth_disconnect unknown
-``Disconnected from ... [preauth]``,
-``Received disconnect from IP ... [preauth]``,
-``Did not receive identification string from IP``
-``reverse mapping checking getaddrinfo for H [IP] failed``    reverse_mapping   unknown
-ftpd ``connection from IP (...)``                             ``action="connection"``
-kernel netfilter ``... SRC= DST= PROTO= ...``                 ``action="connection"``
-============================================================  ================  ==========
+- ``Failed <method> for [invalid user ]U from IP port P ssh2``: failure, reason = method
+  (``"password"``, ``"none"``, ``"keyboard-interactive/pam"`` ...);
+- ``Invalid user U from IP [port P]``: failure, ``"invalid_user"``;
+- ``Accepted <method> for U from IP port P ssh2[: key]``: success, reason = method;
+- ``[pam_unix(sshd:auth): ]authentication failure; ... rhost=H [user=U]`` (also the old
+  ``sshd(pam_unix)[pid]:`` form): failure, ``"pam"``; ``rhost`` is kept as ``source_ip`` even
+  when it is a host name;
+- ``Connection closed by``, ``Connection reset by``, ``Disconnected from`` and ``Received
+  disconnect from`` ending in ``[preauth]``, and ``Did not receive identification string
+  from IP``: unknown, ``"preauth_disconnect"``;
+- ``reverse mapping checking getaddrinfo for H [IP] failed - POSSIBLE BREAK-IN ATTEMPT!``
+  and ``Address IP maps to H, but this does not map back``: unknown, ``"reverse_mapping"``.
 
-``message repeated N times: [ msg]`` is classified as ``msg`` (one event per line).
+Also recognised, as ``action="connection"``: ftpd's ``connection from IP (...)``
+(``destination_port=21``, ``transport="tcp"``) and kernel netfilter lines (``... SRC=
+DST= PROTO= ...``, see :meth:`SyslogParser._netfilter`). Anything else is
+``action="other"``. ``message repeated N times: [ msg]`` is classified as ``msg`` (one event
+per line) and sshd's ``error: `` prefix is ignored.
+
+On a modern sshd a failed password gives two lines, ``pam_unix(sshd:auth): authentication
+failure`` and ``Failed password``, so two failure events (reasons ``"pam"`` and
+``"password"``); count one reason, not both.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ _PAM_USER = re.compile(r" user=(\S+)")
 _PREAUTH = re.compile(
     r"(?:Connection (?:closed|reset) by|Disconnected from|Received disconnect from) "
     r"(?:(?:invalid |authenticating )?user (.*?) )?"
-    r"(\S+)(?: port (\d{1,5}))?(?::.*)? \[preauth\]\s*",
+    r"(\S+)(?: port (\d{1,5}))?(?::.*)?",  # matched without " [preauth]", see _classify
     re.S | re.A,
 )
 _NO_IDENT = re.compile(
@@ -90,11 +95,6 @@ _REVERSE = re.compile(
 )
 _FTP_CONN = re.compile(r"connection from (\S+)")
 _REPEATED = re.compile(r"message repeated \d+ times: \[ ?(.*)\]\s*", re.S | re.A)
-_NETFILTER = re.compile(r"\b(SRC|DST|LEN|PROTO|SPT|DPT)=(\S*)")
-
-_BLOCK_WORDS = ("BLOCK", "DROP", "REJECT", "DENY")
-# UFW logs "[UFW AUDIT]" for packets on its audit chain; they are not blocked there.
-_ALLOW_WORDS = ("ALLOW", "ACCEPT", "AUDIT")
 
 _Header = tuple[float, str | None, str | None, int | None, str]
 
@@ -121,8 +121,8 @@ class SyslogYears:
     >>> ys = SyslogYears(year=2016)
     >>> [ys.year_for("f", m) for m in (11, 12, 1, 12, 2)]
     [2016, 2016, 2017, 2016, 2017]
-    >>> SyslogYears(now=lambda: 1_483_228_800.0).year_for("f", 12, ref_ts=0.0)  # 2017-01-01
-    2017
+    >>> SyslogYears(now=lambda: 1_483_228_800.0).ref_year(0.0)  # no reference: now, 2017-01-01
+    (2017, 1483228800.0)
     """
 
     def __init__(self, year: int | None = None, now: Callable[[], float] = time.time) -> None:
@@ -205,7 +205,7 @@ class SyslogParser:
         month, day = ent[0], ent[1]
         if day > days_in_month(year, month):
             raise ParseError(BAD_SYSLOG_HEADER, f"{year}-{month}-{day}")
-        return days_from_civil(year, month, day) * 86400.0 + ent[2]
+        return days_from_civil(year, month, day) * 86400.0 + float(ent[2])
 
     def header(self, raw: RawLine, text: str, years: SyslogYears) -> _Header | None:
         """Split a line into ``(ts, host, process, pid, message)``; ``None`` for a blank line.
@@ -291,6 +291,8 @@ class SyslogParser:
     def _classify(
         self, ts: float, host: str | None, prog: str | None, pid: int | None, msg: str
     ) -> SecurityEvent | None:
+        if msg.startswith("error: "):  # sshd's error() prefix, as on "Received disconnect"
+            msg = msg[7:]
         c = msg[:1]
         ds = self.dataset
         if c == "F":
@@ -334,8 +336,11 @@ class SyslogParser:
                     host_name=host, process_name=prog, process_pid=pid,
                 )  # fmt: skip
         elif c == "C" or c == "D" or c == "R":
-            if "[preauth]" in msg[-12:]:
-                m = _PREAUTH.fullmatch(msg)
+            cut = msg.rfind(" [preauth]", max(0, len(msg) - 16))
+            if cut > 0 and (cut + 10 == len(msg) or msg[cut + 10 :].isspace()):
+                # Without the suffix, the free-text tail (?::.*) runs to the end in one step;
+                # with it, a crafted line can make that tail backtrack quadratically.
+                m = _PREAUTH.fullmatch(msg, 0, cut)
                 if m is not None:
                     user, ip, port = m.groups()
                     return self._preauth(ts, host, prog, pid, ip, port, user)
@@ -357,9 +362,9 @@ class SyslogParser:
                     )  # fmt: skip
         elif c == "m" and msg.startswith("message repeated "):
             m = _REPEATED.fullmatch(msg)
-            if m is not None:
-                return self._classify(ts, host, prog, pid, m.group(1))
-        if prog == "kernel" and "SRC=" in msg:
+            if m is not None and not m.group(1).startswith("message repeated "):
+                return self._classify(ts, host, prog, pid, m.group(1))  # unwrap once only
+        if prog == "kernel" and " SRC=" in msg:
             return self._netfilter(ts, host, prog, pid, msg)
         return None
 
@@ -394,28 +399,32 @@ class SyslogParser:
     def _netfilter(
         self, ts: float, host: str | None, prog: str | None, pid: int | None, msg: str
     ) -> SecurityEvent | None:
-        kv: dict[str, str] = {}
-        first = -1
-        for m in _NETFILTER.finditer(msg):
-            if first < 0:
-                first = m.start()
-            kv.setdefault(m.group(1), m.group(2))  # the first LEN= is the IP length
-        if "SRC" not in kv:
+        """A netfilter ``LOG`` line (iptables, UFW), or ``None`` if it has no ``SRC=``.
+
+        ``conn_state`` comes from the log prefix before ``IN=``: ``"blocked"`` if it holds
+        BLOCK, DROP, REJECT or DENY (``[UFW BLOCK]``, ``IPTABLES-DROP:``), ``"allowed"`` if it
+        holds ALLOW, ACCEPT or AUDIT, else ``None``. ``bytes`` is the IP packet's ``LEN``.
+        """
+        msg = msg.rstrip()
+        src = _field(msg, " SRC=")
+        if src is None:
             return None
-        # The log prefix (UFW's "[UFW BLOCK]", a rule's "DROP-IN: ") comes before IN=.
-        cut = msg.find("IN=")
-        prefix = msg[: cut if 0 <= cut < first else first].upper()
+        # The log prefix (UFW's "[UFW BLOCK]", a rule's "IPTABLES-DROP: ") comes before IN=.
+        cut = 0 if msg.startswith("IN=") else msg.find(" IN=")
+        prefix = msg[:cut].upper() if cut > 0 else ""
         state = None
-        if any(w in prefix for w in _BLOCK_WORDS):
-            state = "blocked"
-        elif any(w in prefix for w in _ALLOW_WORDS):
-            state = "allowed"
-        proto = kv.get("PROTO")
+        if prefix:
+            if "BLOCK" in prefix or "DROP" in prefix or "REJECT" in prefix or "DENY" in prefix:
+                state = "blocked"
+            elif "ALLOW" in prefix or "ACCEPT" in prefix or "AUDIT" in prefix:
+                state = "allowed"  # UFW's AUDIT lines are not blocks
+        proto = _field(msg, " PROTO=")
         return make_event(
             ts, self.dataset, "connection",
-            source_ip=kv.get("SRC") or None, destination_ip=kv.get("DST") or None,
-            source_port=_num_port(kv.get("SPT")), destination_port=_num_port(kv.get("DPT")),
-            transport=proto.lower() if proto else None, bytes=_num(kv.get("LEN")),
+            source_ip=src or None, destination_ip=_field(msg, " DST=") or None,
+            source_port=_num_port(_field(msg, " SPT=")),
+            destination_port=_num_port(_field(msg, " DPT=")),
+            transport=proto.lower() if proto else None, bytes=_num(_field(msg, " LEN=")),
             conn_state=state, host_name=host, process_name=prog, process_pid=pid,
         )  # fmt: skip
 
@@ -423,6 +432,16 @@ class SyslogParser:
         """The line's timestamp, using ``years`` (the caller's own rollover state)."""
         hdr = self.header(raw, raw.text, years)
         return None if hdr is None else hdr[0]
+
+
+def _field(msg: str, key: str) -> str | None:
+    """The value after the first ``key`` (such as ``" SRC="``) up to the next space."""
+    i = msg.find(key)
+    if i < 0:
+        return None
+    i += len(key)
+    j = msg.find(" ", i)
+    return msg[i:] if j < 0 else msg[i:j]
 
 
 def _port(p: str | None) -> int | None:
@@ -443,5 +462,5 @@ def _num(s: str | None) -> int | None:
 def _num_port(s: str | None) -> int | None:
     v = _num(s)
     if v is not None and v > 65535:
-        raise ParseError(BAD_NUMBER, s)
+        raise ParseError(BAD_NUMBER, str(s))
     return v

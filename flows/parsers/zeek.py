@@ -75,10 +75,12 @@ class ZeekLayout:
     def getter(self) -> Callable[[list[str]], tuple[str, ...]]:
         """Picks the wanted fields out of a row; an absent column reads the row's last item."""
         pos = {n: i for i, n in reversed(list(enumerate(self.names)))}
-        return itemgetter(*(pos.get(n, -1) for n in _WANTED))  # type: ignore[return-value]
+        return itemgetter(*(pos.get(n, -1) for n in _WANTED))
 
 
+_Getter = Callable[[list[str]], tuple[str, ...]]
 _DEFAULT = ZeekLayout()
+_DEFAULT_ENTRY: tuple[ZeekLayout, _Getter] = (_DEFAULT, _DEFAULT.getter())
 
 
 def _decode_escapes(value: str) -> str:
@@ -112,7 +114,7 @@ class ZeekParser:
 
     def __init__(self) -> None:
         # origin -> (layout, its getter of the wanted columns)
-        self._layouts: dict[str, tuple[ZeekLayout, Callable[[list[str]], tuple[str, ...]]]] = {}
+        self._layouts: dict[str, tuple[ZeekLayout, _Getter]] = {}
 
     def parse(self, raw: RawLine) -> SecurityEvent | None:
         """Parse one line; ``None`` for header and blank lines.
@@ -138,11 +140,8 @@ class ZeekParser:
                 return self._parse_json(stripped)
         return self._parse_tsv(raw.origin, text)
 
-    def _layout(self, origin: str) -> tuple[ZeekLayout, Callable[[list[str]], tuple[str, ...]]]:
-        lay = self._layouts.get(origin)
-        if lay is None:
-            lay = (_DEFAULT, _DEFAULT.getter())
-        return lay
+    def _layout(self, origin: str) -> tuple[ZeekLayout, _Getter]:
+        return self._layouts.get(origin, _DEFAULT_ENTRY)
 
     def _header(self, origin: str, text: str) -> None:
         layout = self._layout(origin)[0]
