@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
+import importlib.util
 import http.server
 import json
 import logging
@@ -45,6 +47,8 @@ from sinks.webhook import verify_signature
 
 log = logging.getLogger("vigil")
 
+#: Modules that add subcommands: each has ``register(subparsers)``; missing ones are skipped.
+CLI_PLUGINS = ("flows.cli_alerts", "flows.cli_backtest", "flows.cli_queues", "flows.cli_media")
 SEVERITY_COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "warning": "\033[33m"}
 
 
@@ -297,11 +301,33 @@ class _DemoReceiver(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _resolve_demo_paths(node: Any, base: Path) -> Any:
+    """Make every ``path``/``paths`` value in the demo config absolute under ``base``."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "paths" and isinstance(v, list):
+                out[k] = [str(base / p) for p in v]
+            elif k == "path" and isinstance(v, str):
+                out[k] = str(base / v)
+            else:
+                out[k] = _resolve_demo_paths(v, base)
+        return out
+    if isinstance(node, list):
+        return [_resolve_demo_paths(x, base) for x in node]
+    return node
+
+
+def demo_flows(raw: dict[str, Any]) -> list[str]:
+    """The flows the demo runs: those available whose section in demo.yaml has inputs."""
+    from flows.main import available_flows
+
+    return [f for f in available_flows() if (raw.get(f) or {}).get("inputs")]
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    data = resources.files("flows") / "demo_data"
-    raw = json.loads(json.dumps(_demo_yaml()))
-    for inp in raw["security"]["inputs"]:
-        inp["paths"] = [str(Path(str(data)) / p) for p in inp["paths"]]
+    data = Path(str(resources.files("flows") / "demo_data"))
+    raw = _resolve_demo_paths(_demo_yaml(), data)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     raw["alerts"]["file"] = str(out_dir / "alerts.jsonl")
@@ -332,7 +358,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     try:
         summary = run_flows(
-            cfg, speed_override=args.speed, follow=args.follow, metrics_port=args.metrics_port
+            cfg,
+            demo_flows(raw),
+            speed_override=args.speed,
+            follow=args.follow,
+            metrics_port=args.metrics_port,
         )
     finally:
         if server is not None:
@@ -473,6 +503,11 @@ def make_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("version", help="print versions")
     v.set_defaults(func=cmd_version)
+
+    # Subcommands of other features live in their own modules, each with register(sub).
+    for name in CLI_PLUGINS:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(sub)
     return p
 
 
