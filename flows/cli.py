@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.server
 import importlib
 import importlib.util
-import http.server
 import json
 import logging
 import os
