@@ -168,6 +168,9 @@ class SecurityConfig(_Frozen):
     max_sources: int = Field(
         default=200_000, ge=100, description="tracked sources per shard; least recent evicted"
     )
+    refresh_s: float = Field(
+        default=60.0, gt=0, description="repeat a detection this often while it holds"
+    )
     rules: SecurityRules = SecurityRules()
 
 

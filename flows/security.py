@@ -118,6 +118,8 @@ class SecurityRules:
         The rule settings (thresholds, windows, severities).
     max_sources
         Sources tracked at once; the least recently seen is evicted beyond this.
+    refresh_s
+        While a condition holds, its detection is repeated at most this often (event time).
 
     Examples
     --------
@@ -130,8 +132,12 @@ class SecurityRules:
     ['ssh_brute_force']
     """
 
-    def __init__(self, rules: RulesConfig, *, max_sources: int = 200_000) -> None:
+    def __init__(
+        self, rules: RulesConfig, *, max_sources: int = 200_000, refresh_s: float = 60.0
+    ) -> None:
         self.rules = rules
+        self.refresh_s = refresh_s
+        self._ts = 0.0
         self.max_sources = max_sources
         self._sources: dict[str, _Source] = {}
         self._max_ts = -math.inf
@@ -179,7 +185,7 @@ class SecurityRules:
             ip = ev.source_ip
             if ip is None:
                 continue
-            ts = ev.ts
+            ts = self._ts = ev.ts
             if ts > max_ts:
                 max_ts = ts
             src = sources.get(ip)
@@ -217,12 +223,15 @@ class SecurityRules:
         make: Callable[[], Detection],
         out: list[Detection],
     ) -> None:
-        """Edge-triggered: emit when a condition becomes true, re-arm when it clears."""
+        """Emit when a condition becomes true, then again at most every ``refresh_s`` of event
+        time while it still holds (so alerting keeps it firing and can resolve it once the
+        refreshes stop); re-arm when it clears."""
         act = src.active
         if active:
             if act is None:
                 act = src.active = {}
-            if key not in act:
+            last = act.get(key)
+            if last is None or self._ts - last >= self.refresh_s:
                 d = make()
                 act[key] = d.ts
                 out.append(d)
@@ -832,7 +841,7 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
     tallies = cast(Stream[Tally], rest.falses)
 
     def rules_builder(resume: RulesSnapshot | None) -> RulesLogic:
-        rules = SecurityRules(cfg.rules, max_sources=cfg.max_sources)
+        rules = SecurityRules(cfg.rules, max_sources=cfg.max_sources, refresh_s=cfg.refresh_s)
         if resume is not None:
             rules.restore(resume)
         return RulesLogic(rules)

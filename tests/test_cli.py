@@ -216,3 +216,41 @@ def test_run_listens_for_syslog_and_serves_metrics(tmp_path: Path) -> None:
             pytest.fail("vigil run did not stop on SIGINT")
         proc.stdout.close()  # type: ignore[union-attr]
         proc.stderr.close()  # type: ignore[union-attr]
+
+
+def test_run_resumes_files_and_counts_after_a_restart(tmp_path: Path) -> None:
+    log = tmp_path / "auth.log"
+    tmpl = (
+        "Mar 30 15:54:{:02d} h sshd[{}]: Failed password for root from 203.0.113.66 port 1 ssh2\n"
+    )
+    log.write_text("".join(tmpl.format(i, 100 + i) for i in range(3)))
+    cfg = tmp_path / "v.yaml"
+    cfg.write_text(
+        f"security:\n  year: 2017\n  inputs:\n    - kind: file\n      paths: [{log}]\n"
+        f"      format: ssh\nmetrics:\n  enabled: false\n"
+        f"alerts:\n  file: {tmp_path / 'alerts.jsonl'}\n"
+        f"dead_letters:\n  file: {tmp_path / 'dead.jsonl'}\n"
+    )
+    args = (
+        "run",
+        "security",
+        "--config",
+        str(cfg),
+        "--recovery-dir",
+        str(tmp_path / "rec"),
+        "--snapshot-interval",
+        "0",
+    )
+    r1 = vigil(*args)
+    assert r1.returncode == 0, r1.stderr[-2000:]
+    assert summary(r1.stderr)["lines"] == 3
+    assert not (tmp_path / "alerts.jsonl").exists() or not (tmp_path / "alerts.jsonl").read_text()
+    with log.open("a") as fh:
+        fh.write("".join(tmpl.format(i, 100 + i) for i in range(3, 5)))
+    r2 = vigil(*args)
+    assert r2.returncode == 0, r2.stderr[-2000:]
+    # Only the two new lines are read, and the three earlier failures still count.
+    assert summary(r2.stderr)["lines"] == 2
+    alerts = [orjson.loads(x) for x in (tmp_path / "alerts.jsonl").read_bytes().splitlines()]
+    assert [a["labels"]["alertname"] for a in alerts] == ["ssh_brute_force"]
+    assert alerts[0]["annotations"]["observed"] == "5"
