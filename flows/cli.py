@@ -50,7 +50,14 @@ from sinks.webhook import verify_signature
 log = logging.getLogger("vigil")
 
 #: Modules that add subcommands: each has ``register(subparsers)``; missing ones are skipped.
-CLI_PLUGINS = ("flows.cli_alerts", "flows.cli_backtest", "flows.cli_queues", "flows.cli_media")
+CLI_PLUGINS = (
+    "flows.cli_alerts",
+    "flows.cli_backtest",
+    "flows.cli_queues",
+    "flows.cli_media",
+    "flows.cli_bus",
+    "flows.cli_dashboards",
+)
 SEVERITY_COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "warning": "\033[33m"}
 
 
