@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from flows.config_alerting import AlertingConfig
 from flows.config_base import Frozen, Severity
+from flows.config_detectors import DetectorConfig, EWMAZScoreConfig
 from flows.config_indicators import IndicatorsConfig
 from flows.config_media import MediaConfig
 from flows.config_queues import ServiceQueuesConfig
@@ -64,7 +65,46 @@ class ReplayInput(_Frozen):
     max_line_bytes: int = Field(default=65536, ge=512)
 
 
-InputConfig = Annotated[FileInput | SyslogInput | ReplayInput, Field(discriminator="kind")]
+class RedisStreamInput(_Frozen):
+    """Read the bus: Redis Streams ``<stream>:0`` ... ``<stream>:<shards-1>``.
+
+    See ``sources/redis_streams.py`` for positions, rewinding and trimming. Every flow
+    that takes ``inputs`` of this union can read the bus. Each flow needs its own ``group``.
+    The password, if any, comes from the environment variable ``password_env``.
+    """
+
+    kind: Literal["redis_stream"] = "redis_stream"
+    url: str = "redis://127.0.0.1:6379/0"
+    password_env: str | None = None
+    stream: str = "vigil:lines"
+    shards: int = Field(default=1, ge=1, le=1024)
+    group: str = "vigil"
+    format: Format = Field(default="ssh", description="for entries without a fmt field")
+    batch_size: int = Field(default=1000, ge=1)
+    poll_interval_s: float = Field(default=0.1, gt=0)
+    ack_lag: int = Field(default=2, ge=1, description="snapshots the committed position lags")
+    trim: bool = True
+    start: Literal["0", "$"] = "0"
+    max_line_bytes: int = Field(default=65536, ge=512)
+
+
+class KafkaInput(_Frozen):
+    """Read Kafka topics, one line per message (needs the ``kafka`` extra; untested here)."""
+
+    kind: Literal["kafka"] = "kafka"
+    brokers: tuple[str, ...] = Field(min_length=1)
+    topics: tuple[str, ...] = Field(min_length=1)
+    format: Format = "ssh"
+    batch_size: int = Field(default=1000, ge=1)
+    poll_interval_s: float = Field(default=0.1, gt=0)
+    add_config: dict[str, str] = Field(default_factory=dict, description="consumer settings")
+    max_line_bytes: int = Field(default=65536, ge=512)
+
+
+InputConfig = Annotated[
+    FileInput | SyslogInput | ReplayInput | RedisStreamInput | KafkaInput,
+    Field(discriminator="kind"),
+]
 
 
 # ---------------------------------------------------------------- detection rules
@@ -125,14 +165,6 @@ class WebScanRule(_Rule):
     distinct_paths: int = Field(default=100, ge=1)
 
 
-class EWMAZScoreConfig(_Frozen):
-    kind: Literal["ewma_zscore"] = "ewma_zscore"
-    alpha: float = Field(default=0.05, gt=0, le=1)
-    grace_period: int = Field(default=30, ge=0)
-    band_z: float = Field(default=4.0, gt=0)
-    min_std: float = Field(default=1e-9, gt=0)
-
-
 class VolumeRule(_Rule):
     """Overall event rates per tumbling window against a streaming baseline."""
 
@@ -143,7 +175,8 @@ class VolumeRule(_Rule):
     )
     threshold: float = Field(default=6.0, gt=0, description="score above which to alert")
     min_count: int = Field(default=20, ge=0, description="a window below this count never alerts")
-    detector: EWMAZScoreConfig = EWMAZScoreConfig(alpha=0.1, grace_period=30, min_std=2.0)
+    # Any detector kind (flows/config_detectors.py); EWMA by default.
+    detector: DetectorConfig = EWMAZScoreConfig(alpha=0.1, grace_period=30, min_std=2.0)
 
 
 class SecurityRules(_Frozen):

@@ -21,7 +21,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
@@ -29,10 +29,10 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
-from detectors.base import Explanation
-from detectors.ewma import EWMAZScore, EWMAZScoreState
+from detectors.base import Detector, Explanation
 from flows.config import SecurityConfig
 from flows.config import SecurityRules as RulesConfig
+from flows.config_detectors import make_detector
 from flows.parsers import LineParser
 from flows.records import DeadLetter, Detection, RawLine, SecurityEvent, SeriesPoint, Tally
 from flows.windows import SlidingCount, SlidingDistinct
@@ -48,6 +48,11 @@ UNANSWERED = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "blocked", "new"})
 _MAX_TARGETS = 256  # per source: hosts tracked for vertical scans, ports for horizontal
 _FAIL_CAP = 4096
 _MAX_EMPTY_WINDOWS = 10_000
+
+
+class _RuleLike(Protocol):
+    severity: str
+    window_s: float
 
 
 def _decay(value: float, last_ts: float, ts: float, tau: float) -> float:
@@ -218,25 +223,80 @@ class SecurityRules:
     def _fire(
         self,
         src: _Source,
-        key: tuple[str, str],
-        active: bool,
-        make: Callable[[], Detection],
         out: list[Detection],
+        *,
+        kind: str,
+        sub: str = "",
+        hit: bool,
+        entity: str,
+        rule: _RuleLike,
+        n: float,
+        threshold: float,
+        text: Callable[[], tuple[str, str]],
+        extra: tuple[tuple[str, str], ...] = (),
     ) -> None:
         """Emit when a condition becomes true, then again at most every ``refresh_s`` of event
         time while it still holds (so alerting keeps it firing and can resolve it once the
-        refreshes stop); re-arm when it clears."""
+        refreshes stop); re-arm when it clears. ``text`` gives (summary, description) and
+        runs only when a detection is emitted."""
         act = src.active
-        if active:
+        key = (kind, sub)
+        if hit:
             if act is None:
                 act = src.active = {}
             last = act.get(key)
-            if last is None or self._ts - last >= self.refresh_s:
-                d = make()
-                act[key] = d.ts
-                out.append(d)
+            ts = self._ts
+            if last is None or ts - last >= self.refresh_s:
+                act[key] = ts
+                self._emit(out, kind, entity, rule, n, threshold, text, extra)
         elif act is not None and key in act:
             del act[key]
+
+    def _emit(
+        self,
+        out: list[Detection],
+        kind: str,
+        entity: str,
+        rule: _RuleLike,
+        n: float,
+        threshold: float,
+        text: Callable[[], tuple[str, str]],
+        extra: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        summary, description = text()
+        out.append(
+            Detection(
+                kind=kind,
+                entity=entity,
+                severity=rule.severity,
+                ts=self._ts,
+                observed=n,
+                threshold=threshold,
+                window_s=rule.window_s,
+                summary=summary,
+                description=description,
+                extra=extra,
+            )
+        )
+
+    @staticmethod
+    def _distinct_in(
+        table: dict[Any, SlidingDistinct],
+        target: object,
+        item: object,
+        ts: float,
+        window_s: float,
+        cap: int,
+    ) -> int:
+        """Add ``item`` to the per-target distinct set; return its count. At most
+        ``_MAX_TARGETS`` targets per source: the least recently created goes first."""
+        d = table.get(target)
+        if d is None:
+            if len(table) >= _MAX_TARGETS:
+                del table[next(iter(table))]
+            d = table[target] = SlidingDistinct(window_s, cap)
+        d.add(item, ts)
+        return d.count(ts)
 
     def _auth(self, ip: str, src: _Source, ev: SecurityEvent, out: list[Detection]) -> None:
         r = self.rules
@@ -268,51 +328,42 @@ class SecurityRules:
                     max(r.brute_force.window_s, r.compromise.window_s), _FAIL_CAP
                 )
             fails.add(ts)
-            if r.brute_force.enabled:
-                bf = r.brute_force
+            bf = r.brute_force
+            if bf.enabled:
                 n = self._count_within(fails, ts, bf.window_s)
                 self._fire(
                     src,
-                    ("ssh_brute_force", ""),
-                    n >= bf.failures,
-                    lambda: Detection(
-                        kind="ssh_brute_force",
-                        entity=ip,
-                        severity=bf.severity,
-                        ts=ts,
-                        observed=n,
-                        threshold=bf.failures,
-                        window_s=bf.window_s,
-                        summary=f"SSH brute force from {ip}",
-                        description=(
-                            f"{n} authentication failures from {ip} within "
-                            f"{_fmt_n(bf.window_s)} s (threshold {bf.failures})"
-                        ),
-                    ),
                     out,
+                    kind="ssh_brute_force",
+                    hit=n >= bf.failures,
+                    entity=ip,
+                    rule=bf,
+                    n=n,
+                    threshold=bf.failures,
+                    text=lambda: (
+                        f"SSH brute force from {ip}",
+                        f"{n} authentication failures from {ip} within "
+                        f"{_fmt_n(bf.window_s)} s (threshold {bf.failures})",
+                    ),
                 )
             self._users(ip, src, ev, out)
         elif ev.outcome == "success" and r.compromise.enabled and src.fails is not None:
             cr = r.compromise
             n = self._count_within(src.fails, ts, cr.window_s)
-            if n >= cr.failures:
-                # Not edge-triggered: every such login matters.
-                out.append(
-                    Detection(
-                        kind="ssh_success_after_failures",
-                        entity=ip,
-                        severity=cr.severity,
-                        ts=ts,
-                        observed=n,
-                        threshold=cr.failures,
-                        window_s=cr.window_s,
-                        summary=f"Possible compromise: login from {ip} after {n} failures",
-                        description=(
-                            f"successful login{' as ' + ev.user_name if ev.user_name else ''}"
-                            f" from {ip} after {n} authentication failures within "
-                            f"{_fmt_n(cr.window_s)} s (threshold {cr.failures})"
-                        ),
-                    )
+            user = f" as {ev.user_name}" if ev.user_name else ""
+            if n >= cr.failures:  # every such login matters: no repeat limit
+                self._emit(
+                    out,
+                    "ssh_success_after_failures",
+                    ip,
+                    cr,
+                    n,
+                    cr.failures,
+                    lambda: (
+                        f"Possible compromise: login from {ip} after {n} failures",
+                        f"successful login{user} from {ip} after {n} authentication failures "
+                        f"within {_fmt_n(cr.window_s)} s (threshold {cr.failures})",
+                    ),
                 )
 
     @staticmethod
@@ -333,23 +384,18 @@ class SecurityRules:
         n = users.count(ts)
         self._fire(
             src,
-            ("ssh_user_enumeration", ""),
-            n >= ue.distinct_users,
-            lambda: Detection(
-                kind="ssh_user_enumeration",
-                entity=ip,
-                severity=ue.severity,
-                ts=ts,
-                observed=n,
-                threshold=ue.distinct_users,
-                window_s=ue.window_s,
-                summary=f"User enumeration from {ip}",
-                description=(
-                    f"{n} distinct user names tried from {ip} within {_fmt_n(ue.window_s)} s "
-                    f"(threshold {ue.distinct_users})"
-                ),
-            ),
             out,
+            kind="ssh_user_enumeration",
+            hit=n >= ue.distinct_users,
+            entity=ip,
+            rule=ue,
+            n=n,
+            threshold=ue.distinct_users,
+            text=lambda: (
+                f"User enumeration from {ip}",
+                f"{n} distinct user names tried from {ip} within {_fmt_n(ue.window_s)} s "
+                f"(threshold {ue.distinct_users})",
+            ),
         )
 
     def _conn(self, ip: str, src: _Source, ev: SecurityEvent, out: list[Detection]) -> None:
@@ -360,14 +406,6 @@ class SecurityRules:
         ts = ev.ts
         state = ev.conn_state
         failed = state is None or state in UNANSWERED
-        if ev.transport != "icmp":
-            # Share of failed connections, exponentially decayed over the scan window: a
-            # scanner's probes mostly fail, a busy client's connections mostly succeed.
-            src.conn_balance = _decay(src.conn_balance, src.conn_ts, ts, r.horizontal_scan.window_s)
-            src.conn_ts = max(ts, src.conn_ts)
-            src.conn_balance += 1.0 if failed else -1.0
-            if not failed:
-                return
         if ev.transport == "icmp":
             ps = r.ping_sweep
             if not ps.enabled:
@@ -379,94 +417,72 @@ class SecurityRules:
             n = hosts.count(ts)
             self._fire(
                 src,
-                ("ping_sweep", ""),
-                n >= ps.hosts,
-                lambda: Detection(
-                    kind="ping_sweep",
-                    entity=ip,
-                    severity=ps.severity,
-                    ts=ts,
-                    observed=n,
-                    threshold=ps.hosts,
-                    window_s=ps.window_s,
-                    summary=f"Ping sweep from {ip}",
-                    description=(
-                        f"ICMP probes from {ip} to {n} distinct hosts within "
-                        f"{_fmt_n(ps.window_s)} s (threshold {ps.hosts})"
-                    ),
-                ),
                 out,
+                kind="ping_sweep",
+                hit=n >= ps.hosts,
+                entity=ip,
+                rule=ps,
+                n=n,
+                threshold=ps.hosts,
+                text=lambda: (
+                    f"Ping sweep from {ip}",
+                    f"ICMP probes from {ip} to {n} distinct hosts within "
+                    f"{_fmt_n(ps.window_s)} s (threshold {ps.hosts})",
+                ),
             )
             return
+        # Share of failed connections, exponentially decayed over the scan window: a
+        # scanner's probes mostly fail, a busy client's connections mostly succeed.
+        src.conn_balance = _decay(src.conn_balance, src.conn_ts, ts, r.horizontal_scan.window_s)
+        src.conn_ts = max(ts, src.conn_ts)
+        src.conn_balance += 1.0 if failed else -1.0
         port = ev.destination_port
-        if port is None:
+        if not failed or port is None:
             return
         mostly_failed = src.conn_balance > 0
         vs = r.vertical_scan
         if vs.enabled:
-            by_host = src.ports_by_host
-            if by_host is None:
-                by_host = src.ports_by_host = {}
-            ports = by_host.get(dst)
-            if ports is None:
-                if len(by_host) >= _MAX_TARGETS:
-                    del by_host[next(iter(by_host))]
-                ports = by_host[dst] = SlidingDistinct(vs.window_s, 2 * vs.ports)
-            ports.add(port, ts)
-            n = ports.count(ts)
+            if src.ports_by_host is None:
+                src.ports_by_host = {}
+            n = self._distinct_in(src.ports_by_host, dst, port, ts, vs.window_s, 2 * vs.ports)
             self._fire(
                 src,
-                ("port_scan_vertical", dst),
-                n >= vs.ports and mostly_failed,
-                lambda: Detection(
-                    kind="port_scan_vertical",
-                    entity=f"{ip}>{dst}",
-                    severity=vs.severity,
-                    ts=ts,
-                    observed=n,
-                    threshold=vs.ports,
-                    window_s=vs.window_s,
-                    summary=f"Vertical port scan of {dst} from {ip}",
-                    description=(
-                        f"{n} distinct ports on {dst} probed by {ip} without an answer "
-                        f"within {_fmt_n(vs.window_s)} s (threshold {vs.ports})"
-                    ),
-                    extra=(("source_ip", ip), ("destination_ip", dst)),
-                ),
                 out,
+                kind="port_scan_vertical",
+                sub=dst,
+                hit=n >= vs.ports and mostly_failed,
+                entity=f"{ip}>{dst}",
+                rule=vs,
+                n=n,
+                threshold=vs.ports,
+                extra=(("source_ip", ip), ("destination_ip", dst)),
+                text=lambda: (
+                    f"Vertical port scan of {dst} from {ip}",
+                    f"{n} distinct ports on {dst} probed by {ip} without an answer "
+                    f"within {_fmt_n(vs.window_s)} s (threshold {vs.ports})",
+                ),
             )
         hs = r.horizontal_scan
         if hs.enabled:
-            by_port = src.hosts_by_port
-            if by_port is None:
-                by_port = src.hosts_by_port = {}
-            hosts = by_port.get(port)
-            if hosts is None:
-                if len(by_port) >= _MAX_TARGETS:
-                    del by_port[next(iter(by_port))]
-                hosts = by_port[port] = SlidingDistinct(hs.window_s, 2 * hs.hosts)
-            hosts.add(dst, ts)
-            n = hosts.count(ts)
+            if src.hosts_by_port is None:
+                src.hosts_by_port = {}
+            m = self._distinct_in(src.hosts_by_port, port, dst, ts, hs.window_s, 2 * hs.hosts)
             self._fire(
                 src,
-                ("port_scan_horizontal", str(port)),
-                n >= hs.hosts and mostly_failed,
-                lambda: Detection(
-                    kind="port_scan_horizontal",
-                    entity=f"{ip}>*:{port}",
-                    severity=hs.severity,
-                    ts=ts,
-                    observed=n,
-                    threshold=hs.hosts,
-                    window_s=hs.window_s,
-                    summary=f"Horizontal scan of port {port} from {ip}",
-                    description=(
-                        f"port {port} probed on {n} distinct hosts by {ip} without an answer "
-                        f"within {_fmt_n(hs.window_s)} s (threshold {hs.hosts})"
-                    ),
-                    extra=(("source_ip", ip), ("destination_port", str(port))),
-                ),
                 out,
+                kind="port_scan_horizontal",
+                sub=str(port),
+                hit=m >= hs.hosts and mostly_failed,
+                entity=f"{ip}>*:{port}",
+                rule=hs,
+                n=m,
+                threshold=hs.hosts,
+                extra=(("source_ip", ip), ("destination_port", str(port))),
+                text=lambda: (
+                    f"Horizontal scan of port {port} from {ip}",
+                    f"port {port} probed on {m} distinct hosts by {ip} without an answer "
+                    f"within {_fmt_n(hs.window_s)} s (threshold {hs.hosts})",
+                ),
             )
 
     def _http(self, ip: str, src: _Source, ev: SecurityEvent, out: list[Detection]) -> None:
@@ -493,26 +509,22 @@ class SecurityRules:
         elif src.not_found is not None:
             n404 = src.not_found.count(ts)
         hit = n404 >= ws.not_found or n_paths >= ws.distinct_paths
+        by_404 = n404 >= ws.not_found
         self._fire(
             src,
-            ("web_scan", ""),
-            hit,
-            lambda: Detection(
-                kind="web_scan",
-                entity=ip,
-                severity=ws.severity,
-                ts=ts,
-                observed=max(n404, n_paths),
-                threshold=ws.not_found if n404 >= ws.not_found else ws.distinct_paths,
-                window_s=ws.window_s,
-                summary=f"Web scanning from {ip}",
-                description=(
-                    f"{n404} HTTP 404 responses and {n_paths} distinct paths for {ip} within "
-                    f"{_fmt_n(ws.window_s)} s (thresholds {ws.not_found} 404s, "
-                    f"{ws.distinct_paths} paths)"
-                ),
-            ),
             out,
+            kind="web_scan",
+            hit=hit,
+            entity=ip,
+            rule=ws,
+            n=n404 if by_404 else n_paths,
+            threshold=ws.not_found if by_404 else ws.distinct_paths,
+            text=lambda: (
+                f"Web scanning from {ip}",
+                f"{n404} HTTP 404 responses and {n_paths} distinct paths for {ip} within "
+                f"{_fmt_n(ws.window_s)} s (thresholds {ws.not_found} 404s, "
+                f"{ws.distinct_paths} paths)",
+            ),
         )
 
 
@@ -521,7 +533,7 @@ class SecurityRules:
 class VolumeSnapshot:
     open_buckets: tuple[tuple[float, tuple[tuple[str, int], ...]], ...]
     next_bucket: float | None
-    detectors: tuple[tuple[str, EWMAZScoreState], ...]
+    detectors: tuple[tuple[str, Any], ...]  # (series, detector snapshot)
     active: tuple[str, ...]
     dataset: str = ""
 
@@ -538,21 +550,17 @@ class VolumeBaseline:
         self,
         cfg: SecurityConfig,
         *,
-        detector_factory: Callable[[], EWMAZScore] | None = None,
+        detector_factory: Callable[[], Detector[Any]] | None = None,
     ) -> None:
         vr = cfg.rules.volume
         self.rule = vr
         self.tumbling_s = cfg.tumbling_s
         self.lateness = cfg.allowed_lateness_s
         d = vr.detector
-        self._factory = detector_factory or (
-            lambda: EWMAZScore(
-                alpha=d.alpha, grace_period=d.grace_period, band_z=d.band_z, min_std=d.min_std
-            )
-        )
+        self._factory = detector_factory or (lambda: make_detector(d))
         self._open: dict[float, dict[str, int]] = {}
         self._next: float | None = None  # start of the first window not yet closed
-        self._dets: dict[str, EWMAZScore] = {}
+        self._dets: dict[str, Detector[Any]] = {}
         self._active: set[str] = set()
         self.dataset = ""  # series are named "<dataset>.<series>"
 

