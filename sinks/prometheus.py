@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from datasketches import frequent_items_error_type, frequent_strings_sketch
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
 from flows.records import DeadLetter, Detection, SeriesPoint, Tally
 
@@ -42,6 +49,43 @@ ALERTS = "vigil_alerts_total"
 NOTIFICATIONS = "vigil_notifications_total"
 #: Failures of any alert destination, by ``sink`` and a stable ``reason``.
 SINK_FAILURES = "vigil_sink_failures_total"
+#: Media flow (flows/media_metrics.py): mentions by ``entity``, ``source``, ``sentiment``.
+MEDIA_MENTIONS = "vigil_media_mentions_total"
+#: Media items by ``source`` and ``kind`` (``story``: first copy, ``copy``: near-duplicate).
+MEDIA_ITEMS = "vigil_media_items_total"
+#: Emerging stories (groups of bursting terms) found.
+MEDIA_STORIES = "vigil_media_emerging_stories_total"
+#: The top bursting terms (``rank``, ``term``; at most ``top_k`` label sets): z-score.
+MEDIA_TOP_TERMS = "vigil_media_top_term_score"
+#: Media items per second (wall clock) over the last few seconds of processing.
+MEDIA_ITEMS_RATE = "vigil_media_items_per_second"
+
+#: Public-service queues (sinks/queues.py), by ``agency`` and ``service`` (``_all`` = the
+#: agency as a whole; both folded to a configured top-N, beyond it ``other``).
+QUEUE_ARRIVALS = "vigil_queue_arrivals_total"
+QUEUE_COMPLETIONS = "vigil_queue_completions_total"
+#: Arrivals by ``agency`` and intake ``channel``.
+QUEUE_CHANNEL_ARRIVALS = "vigil_queue_channel_arrivals_total"
+QUEUE_BREACHES = "vigil_queue_deadline_breaches_total"
+QUEUE_BACKLOG = "vigil_queue_backlog_requests"
+QUEUE_OVERDUE = "vigil_queue_overdue_requests"
+QUEUE_ON_TIME = "vigil_queue_on_time_ratio"
+#: Processing-time quantiles (``quantile`` 0.5, 0.9, 0.99) over the trailing window.
+QUEUE_PROCESSING = "vigil_queue_processing_seconds"
+
+#: Alerting pipeline (sinks/alerting): alerts by lifecycle ``state`` (pending, firing,
+#: resolved) right now.
+ALERTING_ALERTS = "vigil_alerting_alerts"
+#: Notifications decided, by ``receiver`` and ``reason`` (first_notification, new_alerts,
+#: some_resolved, all_resolved, repeat).
+ALERTING_NOTIFICATIONS = "vigil_alerting_notifications_total"
+#: Outbox items by ``state``: ``pending`` (waiting or being retried) and ``dead``.
+ALERTING_OUTBOX_DEPTH = "vigil_alerting_outbox_items"
+#: Delivery attempts by ``receiver``, ``kind``, ``outcome`` (delivered, retried,
+#: dead_lettered) and ``reason`` (ok, timeout, transport_error, http_429, http_4xx ...).
+ALERTING_DELIVERIES = "vigil_alerting_deliveries_total"
+#: Seconds from the detection to the receiver's 2xx, by ``receiver``.
+ALERTING_DELIVERY_LATENCY = "vigil_alerting_delivery_latency_seconds"
 
 METRIC_NAMES: tuple[str, ...] = (
     LINES,
@@ -60,9 +104,27 @@ METRIC_NAMES: tuple[str, ...] = (
     ALERTS,
     NOTIFICATIONS,
     SINK_FAILURES,
+    MEDIA_MENTIONS,
+    MEDIA_ITEMS,
+    MEDIA_STORIES,
+    MEDIA_TOP_TERMS,
+    MEDIA_ITEMS_RATE,
+    QUEUE_ARRIVALS,
+    QUEUE_COMPLETIONS,
+    QUEUE_CHANNEL_ARRIVALS,
+    QUEUE_BREACHES,
+    QUEUE_BACKLOG,
+    QUEUE_OVERDUE,
+    QUEUE_ON_TIME,
+    QUEUE_PROCESSING,
+    ALERTING_ALERTS,
+    ALERTING_NOTIFICATIONS,
+    ALERTING_OUTBOX_DEPTH,
+    ALERTING_DELIVERIES,
+    ALERTING_DELIVERY_LATENCY,
 )
 
-C = TypeVar("C", Counter, Gauge)
+C = TypeVar("C", Counter, Gauge, Histogram)
 
 
 def get_or_create(

@@ -1,0 +1,139 @@
+"""Prometheus metrics of the public-service queue flow.
+
+Labels are ``agency`` and ``service`` (``_all`` for the agency as a whole), and ``channel``
+for arrivals by channel: all folded to a configured top-N by the flow, so the label sets
+are bounded. Request ids never reach this module (the records carry none).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
+from flows.queues_records import QueueStats
+from sinks.prometheus import (
+    QUEUE_ARRIVALS,
+    QUEUE_BACKLOG,
+    QUEUE_BREACHES,
+    QUEUE_CHANNEL_ARRIVALS,
+    QUEUE_COMPLETIONS,
+    QUEUE_ON_TIME,
+    QUEUE_OVERDUE,
+    QUEUE_PROCESSING,
+    get_or_create,
+)
+
+log = logging.getLogger(__name__)
+
+ALL = "_all"
+_QUANTILES = (("0.5", "p50_s"), ("0.9", "p90_s"), ("0.99", "p99_s"))
+
+
+class QueueMetrics:
+    """Counters and gauges per agency and service, on one registry.
+
+    Examples
+    --------
+    >>> from prometheus_client import CollectorRegistry
+    >>> reg = CollectorRegistry()
+    >>> m = QueueMetrics(registry=reg)
+    >>> m.record([QueueStats(3600.0, 3600.0, "PWD", "", 5, 3, 12, 2, 1, 2, 0.5,
+    ...                      60.0, 120.0, 180.0, channels=(("app", 4), ("call", 1)))])
+    >>> reg.get_sample_value("vigil_queue_backlog_requests", {"agency": "PWD", "service": "_all"})
+    12.0
+    >>> reg.get_sample_value("vigil_queue_channel_arrivals_total",
+    ...                      {"agency": "PWD", "channel": "app"})
+    4.0
+    >>> reg.get_sample_value("vigil_queue_processing_seconds",
+    ...                      {"agency": "PWD", "service": "_all", "quantile": "0.9"})
+    120.0
+    """
+
+    def __init__(self, *, registry: CollectorRegistry = REGISTRY) -> None:
+        r = registry
+        lab = ("agency", "service")
+        self.arrivals = get_or_create(Counter, QUEUE_ARRIVALS, "Requests received.", lab, r)
+        self.completions = get_or_create(Counter, QUEUE_COMPLETIONS, "Requests completed.", lab, r)
+        self.channels = get_or_create(
+            Counter,
+            QUEUE_CHANNEL_ARRIVALS,
+            "Requests received by intake channel.",
+            ("agency", "channel"),
+            r,
+        )
+        self.breaches = get_or_create(
+            Counter, QUEUE_BREACHES, "Deadlines passed while the request was open.", lab, r
+        )
+        self.backlog = get_or_create(
+            Gauge, QUEUE_BACKLOG, "Open requests at the end of the latest window.", lab, r
+        )
+        self.overdue = get_or_create(
+            Gauge, QUEUE_OVERDUE, "Open requests past their deadline.", lab, r
+        )
+        self.on_time = get_or_create(
+            Gauge,
+            QUEUE_ON_TIME,
+            "Share of completions on time over the trailing window.",
+            lab,
+            r,
+        )
+        self.processing = get_or_create(
+            Gauge,
+            QUEUE_PROCESSING,
+            "Processing-time quantiles over the trailing window (KLL sketch).",
+            ("agency", "service", "quantile"),
+            r,
+        )
+
+    def record(self, items: list[Any]) -> None:
+        latest: dict[tuple[str, str], QueueStats] = {}
+        for s in items:
+            if type(s) is not QueueStats:
+                continue
+            svc = s.service or ALL
+            if s.arrivals:
+                self.arrivals.labels(s.agency, svc).inc(s.arrivals)
+            if s.completions:
+                self.completions.labels(s.agency, svc).inc(s.completions)
+            if s.breaches:
+                self.breaches.labels(s.agency, svc).inc(s.breaches)
+            for ch, n in s.channels:
+                self.channels.labels(s.agency, ch).inc(n)
+            latest[(s.agency, svc)] = s  # gauges show the newest window only
+        for (agency, svc), s in latest.items():
+            self.backlog.labels(agency, svc).set(s.backlog)
+            self.overdue.labels(agency, svc).set(s.overdue)
+            if not math.isnan(s.on_time_rate):
+                self.on_time.labels(agency, svc).set(s.on_time_rate)
+            for q, attr in _QUANTILES:
+                v = getattr(s, attr)
+                if not math.isnan(v):
+                    self.processing.labels(agency, svc, q).set(v)
+
+
+class QueueMetricsSink(DynamicSink[QueueStats]):
+    """A bytewax sink feeding :class:`QueueMetrics` (one per process, built lazily)."""
+
+    def __init__(self, *, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self._metrics: QueueMetrics | None = None
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
+        if self._metrics is None:
+            self._metrics = QueueMetrics(registry=self.registry)
+        return _Partition(self._metrics)
+
+
+class _Partition(StatelessSinkPartition[QueueStats]):
+    def __init__(self, metrics: QueueMetrics) -> None:
+        self.metrics = metrics
+
+    def write_batch(self, items: list[QueueStats]) -> None:
+        try:
+            self.metrics.record(items)
+        except Exception:  # metrics must never stop the flow
+            log.exception("queue metrics update failed")
