@@ -1,0 +1,83 @@
+"""Records of the media flow. Frozen, slotted, plain values (cheap to pickle)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class MediaItem:
+    """One article or post after parsing and enrichment.
+
+    Parameters
+    ----------
+    ts
+        Publication time, float epoch seconds (UTC).
+    source
+        Name of the input it came from (a bounded metric label).
+    item_id
+        The item's id (feed guid, tweet id), else its link, else a hash of its text.
+    author
+        Salted hash of the author (never the name itself); ``""`` when unknown.
+    title, text, url, language
+        As published; ``language`` is ``"vi"`` or ``"en"`` (declared or guessed).
+    entities
+        Ids of the watched entities it mentions.
+    sentiment, sentiment_score
+        ``"negative"``, ``"neutral"`` or ``"positive"``, and the scorer's score.
+    terms
+        Candidate story terms (folded words and two-word phrases).
+    signature
+        MinHash signature of its words, for near-duplicate grouping.
+    ambiguous
+        Names written without diacritics that could be several watched entities.
+    """
+
+    ts: float
+    source: str
+    item_id: str
+    author: str
+    title: str
+    text: str
+    url: str
+    language: str
+    entities: tuple[str, ...] = ()
+    sentiment: str = "neutral"
+    sentiment_score: float = 0.0
+    terms: tuple[str, ...] = ()
+    signature: bytes = b""
+    ambiguous: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EmergingStory:
+    """A group of terms bursting together, with the items that carry them.
+
+    ``story_id`` is stable while the story's leading term keeps bursting.
+    """
+
+    story_id: str
+    ts: float
+    window_s: float
+    terms: tuple[tuple[str, float], ...]
+    stories: int
+    entities: tuple[tuple[str, int], ...]
+    headlines: tuple[tuple[str, str], ...]  # (title, url)
+    new: bool = True
+
+
+@dataclass(slots=True)
+class MediaTally:
+    """Counts over one batch for the media metrics (O(batches), not O(items)).
+
+    ``mentions`` maps (entity, source, sentiment) to items; ``items`` maps (source,
+    ``"story"`` | ``"copy"``) to items; ``top_terms`` is the current top of bursting
+    terms, ``None`` when unchanged.
+    """
+
+    mentions: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    items: dict[tuple[str, str], int] = field(default_factory=dict)
+    ambiguous: int = 0
+    late: int = 0
+    emerging: int = 0
+    top_terms: tuple[tuple[str, float], ...] | None = None
