@@ -794,10 +794,19 @@ def make_parse_batch(
                 if action == "authentication":
                     if r.outcome == "failure":
                         c["auth_failures"] = c.get("auth_failures", 0) + 1
+                    elif r.outcome == "success":
+                        c["auth_successes"] = c.get("auth_successes", 0) + 1
                 elif action == "connection":
                     c["connections"] = c.get("connections", 0) + 1
-                elif action == "http_request" and (r.http_status or 0) >= 400:
-                    c["http_errors"] = c.get("http_errors", 0) + 1
+                elif action == "http_request":
+                    if (r.http_status or 0) >= 400:
+                        c["http_errors"] = c.get("http_errors", 0) + 1
+                elif action == "ids_alert":
+                    c["ids_alerts"] = c.get("ids_alerts", 0) + 1
+                    if (r.severity or 9) <= 2:
+                        c["ids_alerts_high"] = c.get("ids_alerts_high", 0) + 1
+                if r.bytes:
+                    c["bytes"] = c.get("bytes", 0) + r.bytes
                 ip = r.source_ip
                 if ip is not None and action != "other":
                     key = shard_cache.get(ip)

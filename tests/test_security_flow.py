@@ -339,3 +339,17 @@ def test_recovery_keeps_failure_counts_across_a_restart(tmp_path: Path) -> None:
     # Three failures before the crash + two after = five: the count survived the restart.
     assert [d.kind for d in dets] == ["ssh_brute_force"]
     assert dets[0].observed == 5
+
+
+def test_ids_alerts_and_bytes_are_exported_as_rates() -> None:
+    tmpl = (
+        '{{"timestamp": "2024-01-02T03:04:{:02d}.000000+0000", "event_type": "alert", '
+        '"src_ip": "198.51.100.4", "src_port": 5000, "dest_ip": "10.0.0.2", "dest_port": 80, '
+        '"proto": "TCP", "alert": {{"signature": "ET SCAN test", "severity": {}}}}}'
+    )
+    lines = [RawLine("suricata", "eve", tmpl.format(i, 1 if i < 3 else 3)) for i in range(10)]
+    _, dead, tele = run(lines)
+    assert dead == []
+    pts = {p.series: p for p in tele if isinstance(p, SeriesPoint)}
+    assert pts["suricata.ids_alerts"].value == 10
+    assert pts["suricata.events"].value == 10
