@@ -197,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = load_corpus(args.data)
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    per_format: Counter[str] = Counter()  # inputs per format name, aliases included
     failures: list[str] = []
     slowest = (0.0, "", "")
     parser = LineParser(year=2016)
@@ -219,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             origin = rng.choice(["a", "b", "c"])
             raw = RawLine(fmt, origin, line, ref, oversize=rng.random() < 0.01)
             counts["inputs"] += 1
+            per_format[fmt] += 1
             t0 = time.perf_counter()
             try:
                 result = parser.parse(raw)
@@ -258,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {n:9d}  {reason}")
     dt, fmt, line = slowest
     print(f"slowest input: {dt * 1e3:.2f} ms, fmt={fmt!r}, {len(line)} chars: {line[:120]!r}")
+    uncovered = [f for f in FORMATS if not per_format[f]]
+    if uncovered:  # every format name (aliases too) must have been fed some input
+        failures.append(f"formats never fuzzed: {uncovered}")
     for f in failures:
         print("FAILURE:", f, file=sys.stderr)
     summary = {
@@ -269,9 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         "meta": counts["meta"],
         "seconds": round(elapsed, 1),
         "seed": args.seed,
+        "inputs_per_format": dict(sorted(per_format.items())),
+        "formats_uncovered": uncovered,
     }
     print(json.dumps(summary))
-    return 1 if counts["escaped_exceptions"] or counts["invalid_results"] else 0
+    return 1 if counts["escaped_exceptions"] or counts["invalid_results"] or uncovered else 0
 
 
 if __name__ == "__main__":

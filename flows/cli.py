@@ -215,10 +215,33 @@ def execute(
     *,
     recovery_dir: str | None = None,
     snapshot_interval_s: float | None = None,
+    process_id: int | None = None,
+    addresses: Sequence[str] | None = None,
 ) -> None:
-    """Run a dataflow; with ``recovery_dir``, snapshot state every ``snapshot_interval_s``."""
-    rc = recovery_config(recovery_dir, workers)
+    """Run a dataflow; with ``recovery_dir``, snapshot state every ``snapshot_interval_s``.
+
+    With ``addresses`` (``host:port`` of every process) this is process ``process_id`` of a
+    cluster; its recovery partitions must exist already (``vigil run --processes`` or
+    ``python -m bytewax.recovery DIR N`` creates them).
+    """
     epoch = timedelta(seconds=snapshot_interval_s) if snapshot_interval_s is not None else None
+    if addresses:
+        rc = None
+        if recovery_dir is not None:
+            if not any(Path(recovery_dir).glob("part-*.sqlite3")):
+                msg = f"no recovery partitions in {recovery_dir!r} (see README: several hosts)"
+                raise ConfigError(msg)
+            rc = RecoveryConfig(str(recovery_dir))
+        cli_main(
+            flow,
+            workers_per_process=workers,
+            process_id=process_id,
+            addresses=list(addresses),
+            epoch_interval=epoch,
+            recovery_config=rc,
+        )
+        return
+    rc = recovery_config(recovery_dir, workers)
     if workers <= 1:
         run_main(flow, epoch_interval=epoch, recovery_config=rc)
     else:
@@ -236,8 +259,13 @@ def run_flows(
     out: TextIO | None = None,
     recovery_dir: str | None = None,
     snapshot_interval_s: float | None = None,
+    process_id: int | None = None,
+    addresses: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """Run flows to completion (or until interrupted, for live inputs); return a summary."""
+    """Run flows to completion (or until interrupted, for live inputs); return a summary.
+
+    Process ``process_id`` of a cluster serves metrics on the base port + ``process_id``.
+    """
     from flows.main import build_flows
 
     stdout = out or sys.stdout
@@ -247,6 +275,8 @@ def run_flows(
     stop_metrics: Callable[[], None] | None = None
     if cfg.metrics.enabled:
         port = cfg.metrics.port if metrics_port is None else metrics_port
+        if port and process_id:
+            port += process_id
         try:
             bound, stop_metrics = serve(cfg.metrics.host, port)
         except OSError as ex:
@@ -263,6 +293,8 @@ def run_flows(
                 workers,
                 recovery_dir=recovery_dir,
                 snapshot_interval_s=snapshot_interval_s,
+                process_id=process_id,
+                addresses=addresses,
             )
         summary = prog.summary()
         if follow and stop_metrics is not None:
@@ -306,12 +338,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if "security" in args.flows and not cfg.security.inputs:
         print(f"vigil run: {args.config} has no security.inputs", file=sys.stderr)
         return 2
+    if args.processes > 1:  # a local cluster: this process only supervises (flows/cli_bus.py)
+        from flows.cli_bus import run_local_cluster
+
+        return run_local_cluster(args)
+    addresses = args.addresses.replace(",", ";").split(";") if args.addresses else None
     summary = run_flows(
         cfg,
         args.flows,
         workers=args.workers,
         recovery_dir=args.recovery_dir,
         snapshot_interval_s=args.snapshot_interval,
+        process_id=args.process_id,
+        addresses=addresses,
     )
     print(json.dumps({"summary": summary}), file=sys.stderr)
     return 0
@@ -431,6 +470,10 @@ def _demo_yaml() -> dict[str, Any]:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    if args.to:  # producer mode: into the bus, no flow
+        from flows.cli_bus import replay_to_bus
+
+        return replay_to_bus(args)
     base = _load(args.config)
     inp = ReplayInput(paths=tuple(args.files), format=args.format, speed=args.speed)
     sec = base.security.model_copy(
@@ -459,7 +502,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"  security inputs: {len(sec.inputs)}")
     for i, inp in enumerate(sec.inputs):
         where = (
-            getattr(inp, "paths", None) or f"{getattr(inp, 'host', '')}:{getattr(inp, 'port', '')}"
+            getattr(inp, "paths", None)
+            or getattr(inp, "url", None)
+            or getattr(inp, "brokers", None)
+            or f"{getattr(inp, 'host', '')}:{getattr(inp, 'port', '')}"
         )
         print(f"    [{i}] {inp.kind:7} format={inp.format:9} {where}")
     print(
@@ -520,6 +566,18 @@ def make_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds between recovery snapshots (default 10)",
     )
+    r.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="run a cluster of N local processes (each serves metrics on port + its id)",
+    )
+    r.add_argument("--process-id", "-i", type=int, help="this process's id in a cluster")
+    r.add_argument(
+        "--addresses",
+        "-a",
+        help="host:port of every process of a cluster, ';'-separated, same order on all hosts",
+    )
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="replay bundled sample logs: alerts, metrics, no servers")
@@ -548,6 +606,14 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("--alerts", help="alerts JSON-lines file ('-' for stdout)")
     rp.add_argument("--webhook", help="POST alerts to this URL")
     rp.add_argument("--workers", "-w", type=int, default=1)
+    rp.add_argument(
+        "--to", metavar="URL", help="write the lines into the bus at redis://HOST:PORT/DB instead"
+    )
+    rp.add_argument("--stream", default="vigil:lines", help="bus stream name (with --to)")
+    rp.add_argument("--shards", type=int, default=1, help="streams of the bus (with --to)")
+    rp.add_argument("--max-len", type=int, default=1_000_000, help="entries per stream at most")
+    rp.add_argument("--on-full", choices=("block", "drop"), default="block")
+    rp.add_argument("--shard-by", choices=("origin", "line"), default="origin")
     rp.set_defaults(func=cmd_replay)
 
     c = sub.add_parser("check-config", help="validate a configuration file and explain it")

@@ -165,13 +165,32 @@ class WebScanRule(_Rule):
     distinct_paths: int = Field(default=100, ge=1)
 
 
-class VolumeRule(_Rule):
-    """Overall event rates per tumbling window against a streaming baseline."""
+VolumeSeries = Literal[
+    "events",
+    "auth_failures",
+    "auth_successes",
+    "connections",
+    "bytes",
+    "http_errors",
+    "ids_alerts",
+    "ids_alerts_high",
+]
 
-    series: tuple[Literal["events", "auth_failures", "connections", "http_errors"], ...] = (
+
+class VolumeRule(_Rule):
+    """Per-log-source rates per tumbling window against a streaming baseline.
+
+    Series: all events, authentication failures and successes, connections, network bytes,
+    HTTP 4xx/5xx responses, IDS alerts, and IDS alerts of severity 1-2. Each listed series
+    is exported as ``vigil_series_*{series="<dataset>.<series>"}`` with its band.
+    """
+
+    series: tuple[VolumeSeries, ...] = (
         "events",
         "auth_failures",
         "connections",
+        "http_errors",
+        "ids_alerts",
     )
     threshold: float = Field(default=6.0, gt=0, description="score above which to alert")
     min_count: int = Field(default=20, ge=0, description="a window below this count never alerts")

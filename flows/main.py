@@ -26,20 +26,20 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from flows import security
 from flows.config import (
     FileInput,
+    KafkaInput,
+    RedisStreamInput,
     ReplayInput,
     SecurityConfig,
     SyslogInput,
     VigilConfig,
     load_config,
-    webhook_secret,
 )
 from flows.errors import ConfigError
 from flows.parsers import LineParser
 from flows.records import DeadLetter, Detection, RawLine
-from sinks.alerts import AlertSink
 from sinks.prometheus import FlowMetrics, MetricsSink
-from sinks.webhook import WebhookClient
 from sources.files import FileTailSource
+from sources.redis_streams import RedisStreamSource, stream_names
 from sources.replay import ReplaySource
 from sources.syslog import SyslogSource
 
@@ -89,7 +89,49 @@ def make_sources(
                     max_line_bytes=inp.max_line_bytes,
                 )
             )
+        elif isinstance(inp, RedisStreamInput):
+            out.append(redis_stream_source(inp))
+        elif isinstance(inp, KafkaInput):
+            from sources.kafka import KafkaLineSource
+
+            try:
+                out.append(
+                    KafkaLineSource(
+                        inp.brokers,
+                        inp.topics,
+                        fmt=inp.format,
+                        batch_size=inp.batch_size,
+                        poll_interval_s=inp.poll_interval_s,
+                        add_config=inp.add_config,
+                        max_line_bytes=inp.max_line_bytes,
+                    )
+                )
+            except ImportError as ex:
+                raise ConfigError(str(ex)) from ex
     return out
+
+
+def redis_stream_source(
+    inp: RedisStreamInput, environ: Mapping[str, str] | None = None
+) -> RedisStreamSource:
+    """The bus source for one ``redis_stream`` input (any flow can call this)."""
+    url = inp.url
+    if inp.password_env:
+        from flows.bus import with_password
+
+        url = with_password(url, (environ or os.environ).get(inp.password_env))
+    return RedisStreamSource(
+        url,
+        stream_names(inp.stream, inp.shards),
+        group=inp.group,
+        fmt=inp.format,
+        batch_size=inp.batch_size,
+        poll_interval_s=inp.poll_interval_s,
+        ack_lag=inp.ack_lag,
+        trim=inp.trim,
+        start=inp.start,
+        max_line_bytes=inp.max_line_bytes,
+    )
 
 
 class DeadLetterSink(DynamicSink[DeadLetter]):
@@ -178,6 +220,7 @@ FLOWS: dict[str, str] = {
     "indicators": "flows.indicators:attach",
     "service_queues": "flows.service_queues:attach",
     "media": "flows.media:attach",
+    "health": "flows.health:attach",
 }
 
 
@@ -197,26 +240,16 @@ def make_alert_sink(
     on_alert: Callable[[dict[str, Any]], None] | None,
     environ: Mapping[str, str],
 ) -> Sink[Detection]:
-    """The sink every flow's detections go to (the alerting pipeline's entry)."""
-    wh = cfg.alerts.webhook
-    factory: Callable[[], WebhookClient] | None = None
-    if wh is not None:
-        secret = webhook_secret(wh, dict(environ))
-        if secret is None:
-            log.warning(
-                "webhook secret variable is not set: webhooks will be sent unsigned",
-                extra={"variable": wh.secret_env},
-            )
-        url, timeout, attempts = wh.url, wh.timeout_s, wh.max_attempts
+    """The sink every flow's detections go to: the alerting pipeline (sinks/alerting).
 
-        def factory() -> WebhookClient:
-            return WebhookClient(url, secret=secret, timeout_s=timeout, max_attempts=attempts)
+    Detections become alerts (lifecycle, grouping, routing, silences, inhibition), each
+    alert that starts firing is appended to ``alerts.file`` and passed to ``on_alert``,
+    and notifications go through the outbox to the configured receivers
+    (``alerting.receivers``, or ``alerts.webhook`` as the receiver ``default``).
+    """
+    from flows.alerting_wiring import make_alerting_sink
 
-    if cfg.alerts.file and cfg.alerts.file != "-":
-        Path(cfg.alerts.file).parent.mkdir(parents=True, exist_ok=True)
-    return AlertSink(
-        jsonl_path=cfg.alerts.file, webhook_factory=factory, registry=registry, on_alert=on_alert
-    )
+    return make_alerting_sink(cfg, registry=registry, on_alert=on_alert, environ=environ)
 
 
 def build_flows(

@@ -179,6 +179,12 @@ def test_run_listens_for_syslog_and_serves_metrics(tmp_path: Path) -> None:
                 break
             except httpx.HTTPError:
                 time.sleep(0.2)
+        while time.monotonic() < deadline:  # metrics can answer before syslog is bound
+            try:
+                socket.create_connection(("127.0.0.1", sport), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
         now = time.gmtime()
         stamp = time.strftime("%b %d %H:%M:%S", now).replace(" 0", "  ", 1)
         fails = [

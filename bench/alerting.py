@@ -1,0 +1,301 @@
+"""Benchmark of the alerting pipeline: alerts per second through grouping, routing and the
+Redis outbox, and delivery latency from detection to the receiver's 200.
+
+One command, nothing else running::
+
+    python bench/alerting.py [--alerts 5000] [--paced 400] [--rate 100]
+
+It starts its own ``redis-server`` on a free port and a local HTTP receiver, then:
+
+1. **burst**: ``--alerts`` detections, each a new alert in its own group
+   (``group_by: [alertname, entity]``, ``group_wait: 0``), fed in batches of 500 as fast as
+   possible; measured until the receiver has answered 200 to every notification
+   (``alerts_per_s``), and how fast the engine + Redis state + outbox accept them
+   (``ingest_alerts_per_s``);
+2. **paced**: ``--paced`` detections at ``--rate`` per second; latency of each from the
+   moment it is handed to the pipeline to the receiver's 200 (``latency_p50_s``,
+   ``latency_p99_s``);
+3. **baseline**, in the same run: a plain loop POSTing the same alerts directly (one
+   Alertmanager-v4 payload each, one keep-alive connection, no state, no outbox).
+
+It prints a table and ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.server
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import orjson
+import redis
+from prometheus_client import CollectorRegistry
+
+from flows.records import Detection
+from sinks.alerting.delivery import WebhookIntegration
+from sinks.alerting.engine import AlertEngine, HybridClock
+from sinks.alerting.outbox import RedisOutbox, RetryPolicy
+from sinks.alerting.routing import Route
+from sinks.alerting.service import AlertingService
+from sinks.alerting.store import RedisStore
+from sinks.alerts import alert_from_detection, webhook_payload
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Receiver:
+    """Threaded HTTP server that stamps the arrival of each entity's notification."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, float] = {}
+        self.lock = threading.Lock()
+        rec = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                now = time.time()
+                data = orjson.loads(body)
+                with rec.lock:
+                    for a in data["alerts"]:
+                        rec.seen.setdefault(a["labels"]["entity"], now)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def wait(self, entities: set[str], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if entities <= self.seen.keys():
+                    return True
+            time.sleep(0.005)
+        return False
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def start_redis(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server not found (apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(200):
+        try:
+            if client.ping():
+                break
+        except redis.ConnectionError:
+            time.sleep(0.025)
+    client.close()
+    return proc, url
+
+
+def det(entity: str, ts: float) -> Detection:
+    return Detection(
+        kind="ssh_brute_force",
+        entity=entity,
+        severity="high",
+        ts=ts,
+        observed=12.0,
+        threshold=5.0,
+        summary=f"SSH brute force from {entity}",
+        description=f"12 authentication failures from {entity} within 600 s (threshold 5)",
+        window_s=600.0,
+    )
+
+
+def make_service(url: str, hook: str, prefix: str) -> AlertingService:
+    client = redis.Redis.from_url(url)
+    eng = AlertEngine(
+        Route(
+            receiver="soc",
+            group_by=("alertname", "entity"),
+            group_wait=0,
+            group_interval=300,
+            repeat_interval=14400,
+        ),
+        clock=HybridClock(),
+        keep_firing_for_s=3600,
+    )
+    return AlertingService(
+        eng,
+        RedisStore(client, prefix=prefix),
+        RedisOutbox(client, prefix=prefix),
+        integrations={"soc": [WebhookIntegration(hook, secret=b"bench-secret", timeout_s=5)]},
+        registry=CollectorRegistry(),
+        policy=RetryPolicy(base_s=0.1, max_s=1.0),
+        concurrency=4,
+        poll_s=0.05,
+        tick_s=0.5,
+        drain_timeout_s=60,
+    )
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def run_pipeline(url: str, hook: Receiver, n: int, paced: int, rate: float) -> dict[str, float]:
+    svc = make_service(url, hook.url, "bench:pipe")
+    svc.start()
+    try:
+        ents = [f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}" for i in range(n)]
+        t0 = time.perf_counter()
+        now = time.time()
+        for i in range(0, n, 500):
+            svc.observe([det(e, now) for e in ents[i : i + 500]])
+        t_ingest = time.perf_counter() - t0
+        if not hook.wait(set(ents), timeout=300):
+            sys.exit("pipeline: not every notification arrived")
+        t_all = time.perf_counter() - t0
+        # paced phase: latency at a steady rate
+        lat: list[float] = []
+        pents = [f"172.16.{i // 256}.{i % 256}" for i in range(paced)]
+        fed: dict[str, float] = {}
+        start = time.perf_counter()
+        for i, e in enumerate(pents):
+            target = start + i / rate
+            while time.perf_counter() < target:
+                time.sleep(0.0005)
+            fed[e] = time.time()
+            svc.observe([det(e, fed[e])])
+        if not hook.wait(set(pents), timeout=120):
+            sys.exit("pipeline: not every paced notification arrived")
+        lat = [hook.seen[e] - fed[e] for e in pents]
+    finally:
+        svc.close()
+    return {
+        "alerts_per_s": n / t_all,
+        "ingest_alerts_per_s": n / t_ingest,
+        "latency_p50_s": statistics.median(lat),
+        "latency_p99_s": pct(lat, 0.99),
+    }
+
+
+def run_baseline(hook: Receiver, n: int, paced: int, rate: float) -> dict[str, float]:
+    client = httpx.Client(timeout=5)
+    ents = [f"192.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}" for i in range(n)]
+    now = time.time()
+    t0 = time.perf_counter()
+    for e in ents:
+        a = alert_from_detection(det(e, now))
+        client.post(
+            hook.url,
+            content=orjson.dumps(webhook_payload([a])),
+            headers={"Content-Type": "application/json"},
+        ).raise_for_status()
+    t_all = time.perf_counter() - t0
+    lat = []
+    start = time.perf_counter()
+    for i in range(paced):
+        target = start + i / rate
+        while time.perf_counter() < target:
+            time.sleep(0.0005)
+        t = time.perf_counter()
+        a = alert_from_detection(det(f"193.0.{i // 256}.{i % 256}", time.time()))
+        client.post(
+            hook.url,
+            content=orjson.dumps(webhook_payload([a])),
+            headers={"Content-Type": "application/json"},
+        ).raise_for_status()
+        lat.append(time.perf_counter() - t)
+    client.close()
+    return {
+        "alerts_per_s": n / t_all,
+        "latency_p50_s": statistics.median(lat),
+        "latency_p99_s": pct(lat, 0.99),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--alerts", type=int, default=5000)
+    ap.add_argument("--paced", type=int, default=400)
+    ap.add_argument("--rate", type=float, default=100.0)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
+    proc, url = start_redis(tmp)
+    hook = Receiver()
+    try:
+        base = run_baseline(hook, args.alerts, args.paced, args.rate)
+        pipe = run_pipeline(url, hook, args.alerts, args.paced, args.rate)
+    finally:
+        hook.close()
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"{'':34}{'pipeline':>12}{'baseline':>12}")
+    print(
+        f"{'alerts/s, detection -> 200':34}{pipe['alerts_per_s']:>12,.0f}"
+        f"{base['alerts_per_s']:>12,.0f}"
+    )
+    print(f"{'alerts/s into state + outbox':34}{pipe['ingest_alerts_per_s']:>12,.0f}{'-':>12}")
+    print(
+        f"{'latency p50 (s) at ' + str(int(args.rate)) + '/s':34}{pipe['latency_p50_s']:>12.4f}"
+        f"{base['latency_p50_s']:>12.4f}"
+    )
+    print(f"{'latency p99 (s)':34}{pipe['latency_p99_s']:>12.4f}{base['latency_p99_s']:>12.4f}")
+    out = {
+        **{k: round(v, 5) for k, v in pipe.items()},
+        "baseline_alerts_per_s": round(base["alerts_per_s"], 1),
+        "baseline_latency_p50_s": round(base["latency_p50_s"], 5),
+        "baseline_latency_p99_s": round(base["latency_p99_s"], 5),
+        "ratio_alerts_per_s": round(pipe["alerts_per_s"] / base["alerts_per_s"], 3),
+        "alerts": args.alerts,
+        "paced": args.paced,
+        "rate_per_s": args.rate,
+    }
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

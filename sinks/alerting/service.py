@@ -1,0 +1,558 @@
+"""The running pipeline: engine + state store + outbox + delivery threads, and its bytewax sink.
+
+One :class:`AlertingService` runs per process. Every bytewax worker's partition of
+:class:`AlertingSink` hands its detections to it; a ticker thread advances timers every
+``tick_s`` of wall time even when no detection arrives. Each step runs under the store's
+lock (one process at a time when the store is Redis) and follows the same order:
+
+1. reload state if another process committed since our last commit;
+2. apply observations, then advance lifecycles and flush due groups;
+3. **persist the new notifications in the outbox**;
+4. commit the state changes (and, with Redis, the audit records) in one transaction.
+
+Step 3 before step 4 means a crash between them re-decides the same notification after
+the restart, with the same idempotency key (see :func:`~sinks.alerting.engine.notification_id`),
+so it is stored once and accepted once. Delivery threads then send from the outbox.
+
+After a step, firing transitions are written to the alerts file and passed to
+``on_alert`` (the CLI prints them), and transitions go to the audit log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+import orjson
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from typing_extensions import override
+
+from flows.records import Detection
+from sinks.alerting.delivery import Integration
+from sinks.alerting.engine import AlertEngine, EventClock, HybridClock
+from sinks.alerting.model import Notification, Silence, Transition
+from sinks.alerting.outbox import Dispatcher, Outbox, OutboxItem, RetryPolicy, SendResult
+from sinks.alerting.store import RedisStore, StateStore
+from sinks.alerts import alert_from_detection
+from sinks.audit import JsonlAuditLog, audit_record
+from sinks.prometheus import (
+    ALERTING_ALERTS,
+    ALERTING_DELIVERIES,
+    ALERTING_DELIVERY_LATENCY,
+    ALERTING_NOTIFICATIONS,
+    ALERTING_OUTBOX_DEPTH,
+    SINK_FAILURES,
+    get_or_create,
+)
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+
+class SideChannel(Protocol):
+    """Gets every transition (Alertmanager push, Grafana annotations)."""
+
+    target: str
+    kind: str
+
+    def on_transitions(self, transitions: Iterable[Transition]) -> list[OutboxItem]: ...
+    def send(self, item: OutboxItem) -> SendResult: ...
+    def close(self) -> None: ...
+
+
+class AlertingMetrics:
+    """The pipeline's Prometheus metrics (names in :mod:`sinks.prometheus`)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.alerts = get_or_create(
+            Gauge, ALERTING_ALERTS, "Alerts by lifecycle state.", ("state",), registry
+        )
+        self.notifications = get_or_create(
+            Counter,
+            ALERTING_NOTIFICATIONS,
+            "Notifications decided, by receiver and reason.",
+            ("receiver", "reason"),
+            registry,
+        )
+        self.outbox = get_or_create(
+            Gauge,
+            ALERTING_OUTBOX_DEPTH,
+            "Outbox items by state (pending, dead).",
+            ("state",),
+            registry,
+        )
+        self.deliveries = get_or_create(
+            Counter,
+            ALERTING_DELIVERIES,
+            "Delivery attempts by receiver, kind, outcome, reason.",
+            ("receiver", "kind", "outcome", "reason"),
+            registry,
+        )
+        try:
+            self.latency = Histogram(
+                ALERTING_DELIVERY_LATENCY,
+                "Seconds from detection to the receiver's 2xx.",
+                ("receiver",),
+                registry=registry,
+                buckets=LATENCY_BUCKETS,
+            )
+        except ValueError:
+            self.latency = get_or_create(
+                Histogram, ALERTING_DELIVERY_LATENCY, "", ("receiver",), registry
+            )
+        self.failures = get_or_create(
+            Counter,
+            SINK_FAILURES,
+            "Alert deliveries that failed, by destination and reason.",
+            ("sink", "reason"),
+            registry,
+        )
+
+    def delivered(self, item: OutboxItem, latency_s: float) -> None:
+        self.deliveries.labels(item.receiver, item.kind, "delivered", "ok").inc()
+        self.latency.labels(item.receiver).observe(latency_s)
+
+    def failed(self, item: OutboxItem, outcome: str, reason: str) -> None:
+        self.deliveries.labels(item.receiver, item.kind, outcome, reason).inc()
+        if outcome == "dead_lettered":
+            self.failures.labels(item.kind, reason).inc()
+
+    def depth(self, pending: int, dead: int) -> None:
+        self.outbox.labels("pending").set(pending)
+        self.outbox.labels("dead").set(dead)
+
+    def states(self, counts: Mapping[str, int]) -> None:
+        for state, n in counts.items():
+            self.alerts.labels(state).set(n)
+
+
+class AlertsFile:
+    """Append firing alerts as JSON lines (``"-"`` = standard output), flushed per batch."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fh: IO[bytes] | None = None
+        if path != "-":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, alerts: Sequence[Mapping[str, Any]]) -> None:
+        data = b"".join(orjson.dumps(dict(a)) + b"\n" for a in alerts)
+        if not data:
+            return
+        if self.path == "-":
+            sys.stdout.write(data.decode())
+            sys.stdout.flush()
+            return
+        if self._fh is None:
+            self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+        self._fh.write(data)
+        self._fh.flush()
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+class AlertingService:
+    """Engine, store, outbox and delivery threads of one process.
+
+    Parameters
+    ----------
+    engine
+        The engine (its clock decides engine time).
+    store, outbox
+        Where state and pending deliveries live.
+    integrations
+        Receiver name -> its integrations (a receiver may have several).
+    side_channels
+        Get every transition (Alertmanager push, Grafana annotations).
+    static_silences
+        Silences from the configuration, added to those in the store.
+    label_keys
+        Keys of a detection's ``extra`` that become labels (``agency``, ``team`` ...).
+    enrich
+        Called with (labels, annotations, event time) of each observation to add
+        annotations (runbook and dashboard links).
+    alerts_file, on_alert
+        Each alert that starts firing is appended there / passed to the callback.
+    audit_file
+        JSON-lines audit log when the store is not Redis (Redis uses its stream).
+    tick_s
+        Wall seconds between timer steps.
+    drain_timeout_s
+        How long :meth:`close` waits for the outbox to empty.
+    am_resend_s
+        Period of Alertmanager re-sends (when an Alertmanager side channel is present).
+    reset
+        Start from empty alert state and an empty outbox (the demo).
+    """
+
+    def __init__(
+        self,
+        engine: AlertEngine,
+        store: StateStore,
+        outbox: Outbox,
+        *,
+        integrations: Mapping[str, Sequence[Integration]],
+        side_channels: Sequence[SideChannel] = (),
+        static_silences: Sequence[Silence] = (),
+        label_keys: Sequence[str] = (),
+        enrich: Callable[[dict[str, str], dict[str, str], float], None] | None = None,
+        alerts_file: str | None = None,
+        on_alert: Callable[[dict[str, Any]], None] | None = None,
+        audit_file: str | None = None,
+        registry: CollectorRegistry = REGISTRY,
+        policy: RetryPolicy | None = None,
+        concurrency: int = 2,
+        lease_s: float = 30.0,
+        poll_s: float = 0.25,
+        tick_s: float = 1.0,
+        drain_timeout_s: float = 15.0,
+        am_resend_s: float = 60.0,
+        reset: bool = False,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.outbox = outbox
+        self.integrations = {k: list(v) for k, v in integrations.items()}
+        self.side_channels = list(side_channels)
+        self.static_silences = list(static_silences)
+        self.label_keys = frozenset(label_keys)
+        self.enrich = enrich
+        self.alerts_file = AlertsFile(alerts_file) if alerts_file else None
+        self.on_alert = on_alert
+        self.audit = (
+            None if isinstance(store, RedisStore) or not audit_file else JsonlAuditLog(audit_file)
+        )
+        self.metrics = AlertingMetrics(registry)
+        self.tick_s = tick_s
+        self.drain_timeout_s = drain_timeout_s
+        self.am_resend_s = am_resend_s
+        self.reset = reset
+        self._wall = wall
+        senders: dict[str, Any] = {}
+        for name, ints in self.integrations.items():
+            for i, integ in enumerate(ints):
+                senders[f"{name}/{i}"] = integ
+        for sc in self.side_channels:
+            senders[sc.target] = sc
+        self.dispatcher = Dispatcher(
+            outbox,
+            senders,
+            policy=policy,
+            concurrency=concurrency,
+            lease_s=lease_s,
+            poll_s=poll_s,
+            metrics=self.metrics,
+            wall=wall,
+        )
+        self._lock = threading.RLock()
+        self._backlog: list[tuple[dict[str, str], dict[str, str], float]] = []
+        self._backlog_lock = threading.Lock()
+        self.max_backlog = 1_000_000
+        self._known_version = -1
+        self._known_meta: Any = object()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._started = False
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, *, threads: bool = True) -> None:
+        """Load state and start the delivery and timer threads."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            if self.reset:
+                with self.store.lock():
+                    self.store.reset()
+                self.outbox.reset()
+            with self.store.lock():
+                self._sync(force=True)
+        if threads:
+            self.dispatcher.start()
+            self._ticker = threading.Thread(
+                target=self._tick_loop, name="vigil-alerting", daemon=True
+            )
+            self._ticker.start()
+
+    def _tick_loop(self) -> None:
+        last_resend = 0.0
+        am = [sc for sc in self.side_channels if sc.kind == "alertmanager"]
+        while not self._stop.wait(self.tick_s):
+            try:
+                self.run_step()
+                if am and time.monotonic() - last_resend >= self.am_resend_s:
+                    last_resend = time.monotonic()
+                    firing = self.firing_alerts()
+                    for sc in am:
+                        sc.resend(firing)  # type: ignore[attr-defined]
+            except Exception:  # the ticker must survive a store outage
+                log.exception("alerting: timer step failed")
+
+    def close(self) -> None:
+        """Flush every group now, deliver what can be delivered within ``drain_timeout_s``
+        (the rest stays in the outbox for the next start), and release everything."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=30)
+        for _ in range(3):
+            if self.run_step(flush_all=True):
+                break
+            time.sleep(1.0)
+        else:
+            log.error(
+                "alerting: final flush failed; %d observation(s) not processed", len(self._backlog)
+            )
+        self.dispatcher.start()
+        if not self.dispatcher.drain(self.drain_timeout_s):
+            pending, _ = self.outbox.depth()
+            log.warning(
+                "alerting: %d notification(s) still in the outbox at shutdown; they are "
+                "kept and delivered at the next start",
+                pending,
+            )
+        self.dispatcher.stop()
+        for ints in self.integrations.values():
+            for integ in ints:
+                with contextlib.suppress(Exception):
+                    integ.close()
+        for sc in self.side_channels:
+            with contextlib.suppress(Exception):
+                sc.close()
+        for release in (
+            self.alerts_file.close if self.alerts_file is not None else None,
+            self.store.close,
+            self.outbox.close,
+        ):
+            if release is None:
+                continue
+            try:
+                release()
+            except Exception:  # closing must not stop the dataflow's shutdown
+                log.exception("alerting: error while closing")
+
+    # -- steps -----------------------------------------------------------------------------
+    def _sync(self, force: bool = False) -> None:
+        v = self.store.version()
+        if force or v != self._known_version:
+            snap = self.store.load()
+            self.engine.load(snap)
+            if snap.clock is not None:
+                clock = self.engine.clock
+                if isinstance(clock, HybridClock | EventClock):
+                    clock.observe(snap.clock)
+            self._known_version = v
+        meta = self.store.meta_version()
+        if force or meta != self._known_meta:
+            self.engine.set_silences([*self.static_silences, *self.store.silences()])
+            self.engine.set_acks(self.store.acks())
+            self._known_meta = meta
+
+    def observe(self, detections: Iterable[Detection]) -> int:
+        """Feed detections (then run a step); returns how many were accepted."""
+        obs = []
+        for d in detections:
+            try:
+                alert = alert_from_detection(d)
+            except Exception as ex:
+                log.warning("alerting: dropped a detection that cannot be encoded: %r", ex)
+                self.metrics.failures.labels("alerting", "invalid_detection").inc()
+                continue
+            labels, ann = alert["labels"], alert["annotations"]
+            for k in self.label_keys & ann.keys():
+                labels[k] = ann.pop(k)
+            if self.enrich is not None:
+                self.enrich(labels, ann, d.ts)
+            obs.append((labels, ann, d.ts))
+        if obs:
+            self.run_step(obs)
+        return len(obs)
+
+    def run_step(
+        self,
+        observations: Sequence[tuple[dict[str, str], dict[str, str], float]] = (),
+        *,
+        flush_all: bool = False,
+    ) -> bool:
+        """:meth:`step`, keeping the observations for the next try if the store fails
+        (Redis restarting): the state is then reloaded and the step done again, so an
+        outage delays alerts and loses none. Returns whether the step went through."""
+        with self._backlog_lock:
+            batch = [*self._backlog, *observations]
+            self._backlog = []
+        try:
+            self.step(batch, flush_all=flush_all)
+        except Exception as ex:
+            log.warning(
+                "alerting: step failed (%s); %d observation(s) kept for a retry",
+                type(ex).__name__,
+                len(batch),
+            )
+            self.metrics.failures.labels("alerting", "store_error").inc()
+            self._known_version = -1  # reload: the engine may be ahead of what was saved
+            with self._backlog_lock:
+                keep = batch[-self.max_backlog :]
+                if len(keep) < len(batch):
+                    log.error(
+                        "alerting: backlog full, %d observation(s) dropped", len(batch) - len(keep)
+                    )
+                self._backlog = [*keep, *self._backlog][-self.max_backlog :]
+            return False
+        return True
+
+    def step(
+        self,
+        observations: Sequence[tuple[dict[str, str], dict[str, str], float]] = (),
+        *,
+        flush_all: bool = False,
+    ) -> list[Notification]:
+        """One engine step under the locks (see the module docstring for the order)."""
+        wall = self._wall()
+        with self._lock:
+            with self.store.lock():
+                self._sync()
+                self.engine.observe_many(observations, detected_wall=wall)
+                notes = self.engine.tick(flush_all=flush_all)
+                transitions = self.engine.drain_transitions()
+                items = self._render(notes)
+                for sc in self.side_channels:
+                    items.extend(sc.on_transitions(transitions))
+                if items:
+                    self.outbox.put(items, wall)
+                # The alerts file before the commit: a crash in between replays the
+                # detection after the restart and writes the line again (at least once).
+                self._write_fired(transitions)
+                changes = self.engine.drain_changes()
+                audit = [audit_record(t, wall=wall) for t in transitions]
+                if changes or (audit and self.audit is None):
+                    self._known_version = self.store.commit(
+                        changes,
+                        audit if self.audit is None else (),
+                        durable=bool(transitions or notes),
+                    )
+            self._after(transitions, notes, audit)
+        if items:
+            self.dispatcher.wake()
+        return notes
+
+    def _render(self, notes: list[Notification]) -> list[OutboxItem]:
+        items: list[OutboxItem] = []
+        for n in notes:
+            self.metrics.notifications.labels(n.receiver, n.reason).inc()
+            for i, integ in enumerate(self.integrations.get(n.receiver, ())):
+                try:
+                    items.extend(integ.render(n, f"{n.receiver}/{i}"))
+                except Exception as ex:
+                    log.warning("alerting: %s cannot render: %r", n.receiver, ex)
+                    self.metrics.failures.labels(integ.kind, "render_error").inc()
+        return items
+
+    def _after(
+        self,
+        transitions: list[Transition],
+        notes: list[Notification],
+        audit: list[dict[str, Any]],
+    ) -> None:
+        self.metrics.states(self.engine.alerts_by_state())
+        if self.audit is not None and audit:
+            try:
+                self.audit.write(audit)
+            except OSError as ex:
+                log.warning("alerting: cannot write the audit log: %s", ex)
+
+    def _write_fired(self, transitions: list[Transition]) -> None:
+        fired = [t.alert for t in transitions if t.new == "firing"]
+        if not fired:
+            return
+        if self.alerts_file is not None:
+            try:
+                self.alerts_file.write(fired)
+            except (OSError, ValueError) as ex:
+                log.warning("alerting: cannot write the alerts file: %s", type(ex).__name__)
+                self.metrics.failures.labels("jsonl", "io_error").inc()
+        if self.on_alert is not None:
+            for a in fired:
+                try:
+                    self.on_alert(a)
+                except Exception as ex:
+                    log.warning("alerting: on_alert raised %s", type(ex).__name__)
+
+    def firing_alerts(self) -> list[dict[str, Any]]:
+        """Alert dicts of every firing alert (for Alertmanager re-sends)."""
+        with self._lock:
+            return [
+                self.engine.alert_dict(a)
+                for a in self.engine.alerts.values()
+                if a.state == "firing"
+            ]
+
+
+# ---------------------------------------------------------------------------- bytewax sink
+class AlertingSink(DynamicSink[Detection]):
+    """Every worker's detections go to one :class:`AlertingService` per process.
+
+    The service is created by ``factory`` when the first partition is built and closed
+    when the last one is (so a finite run flushes and drains before it ends).
+    """
+
+    def __init__(self, factory: Callable[[], AlertingService]) -> None:
+        self.factory = factory
+        self._service: AlertingService | None = None
+        self._refs = 0
+        self._guard = threading.Lock()
+
+    def acquire(self) -> AlertingService:
+        with self._guard:
+            if self._service is None:
+                self._service = self.factory()
+                self._service.start()
+            self._refs += 1
+            return self._service
+
+    def release(self) -> None:
+        with self._guard:
+            self._refs -= 1
+            if self._refs > 0 or self._service is None:
+                return
+            service, self._service = self._service, None
+        service.close()
+
+    @override
+    def build(
+        self, step_id: str, worker_index: int, worker_count: int
+    ) -> StatelessSinkPartition[Detection]:
+        return _AlertingPartition(self)
+
+
+class _AlertingPartition(StatelessSinkPartition[Detection]):
+    def __init__(self, sink: AlertingSink) -> None:
+        self._sink = sink
+        self._service = sink.acquire()
+
+    @override
+    def write_batch(self, items: list[Detection]) -> None:
+        try:
+            self._service.observe(items)
+        except Exception:  # a sink must not stop the dataflow
+            log.exception("alerting: could not process %d detection(s)", len(items))
+            self._service.metrics.failures.labels("alerting", "internal_error").inc()
+
+    @override
+    def close(self) -> None:
+        self._sink.release()
