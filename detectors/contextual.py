@@ -23,7 +23,7 @@ _NEURON = 1 << 31
 
 
 @dataclass(frozen=True, slots=True)
-class ContextualState:
+class ContextualAnomalyState:
     """Everything that affects :class:`ContextualAnomaly`'s future scores, as plain values.
 
     ``lefts`` holds each left side's facts, ``rights`` each right side's facts, and
@@ -162,7 +162,7 @@ class ContextualAnomaly:
         self.max_left_length = max_left_length
         self.max_active = max_active
         self.value_bits = value_bits
-        self.restore(ContextualState())
+        self.restore(ContextualAnomalyState())
 
     @property
     def _rest(self) -> int:
@@ -366,8 +366,8 @@ class ContextualAnomaly:
 
     # ------------------------------------------------------------------ state
 
-    def snapshot(self) -> ContextualState:
-        return ContextualState(
+    def snapshot(self) -> ContextualAnomalyState:
+        return ContextualAnomalyState(
             n=self._n,
             lo=self._lo,
             hi=self._hi,
@@ -383,7 +383,7 @@ class ContextualAnomaly:
             history=tuple(self._history),
         )
 
-    def restore(self, state: ContextualState) -> None:
+    def restore(self, state: ContextualAnomalyState) -> None:
         self._n = state.n
         self._lo, self._hi = state.lo, state.hi
         width = 2 * self.value_bits
@@ -410,3 +410,7 @@ class ContextualAnomaly:
         self._predicted = frozenset(state.predicted)
         self._history = deque(state.history, maxlen=self._rest)
         self._memo = None
+
+
+#: Former name, kept for snapshots pickled before the rename.
+ContextualState = ContextualAnomalyState

@@ -142,6 +142,8 @@ class ResonanceEnsemble:
         self._n += 1
 
     def snapshot(self) -> ResonanceEnsembleState:
+        if self._n == 0:
+            return ResonanceEnsembleState()
         return ResonanceEnsembleState(
             resonance=self._resonance.snapshot(),
             n=self._n,

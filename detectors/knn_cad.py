@@ -202,6 +202,9 @@ class KNNCAD:
         self._memo = None
 
     def snapshot(self) -> KNNCADState:
+        if self._n == 0:
+            # Nothing learned: the empty state (restore() derives the identity metric).
+            return KNNCADState()
         return KNNCADState(
             n=self._n,
             recent=tuple(self._recent),

@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from detectors.base import Detector
+from detectors.contextual import ContextualAnomaly
 from detectors.cusum import CUSUM
+from detectors.ensemble import ResonanceEnsemble
 from detectors.ewma import EWMAZScore
 from detectors.isolation_forest import WindowedIsolationForest
+from detectors.knn_cad import KNNCAD
 from detectors.mad import RollingMAD
 from detectors.page_hinkley import PageHinkley
+from detectors.resonance import AdaptiveResonance
 from detectors.seasonal import SeasonalBaseline
 from detectors.threshold import RateThreshold, StaticThreshold
 
@@ -22,6 +26,12 @@ DETECTORS: dict[str, type] = {
     "cusum": CUSUM,
     "page_hinkley": PageHinkley,
     "isolation_forest": WindowedIsolationForest,
+    # NAB-grade detectors (scores in [0, 1]); the anomaly-likelihood wrapper takes a
+    # detector as an argument, so it is built through flows/config_detectors.py instead.
+    "contextual": ContextualAnomaly,
+    "knn_cad": KNNCAD,
+    "resonance": AdaptiveResonance,
+    "ensemble": ResonanceEnsemble,
 }
 
 
@@ -43,7 +53,7 @@ def make_detector(kind: str, **params: Any) -> Detector[Any]:
     >>> make_detector("ewma")
     Traceback (most recent call last):
     ...
-    ValueError: unknown detector kind 'ewma'; known kinds: cusum, ewma_zscore, ...
+    ValueError: unknown detector kind 'ewma'; known kinds: contextual, cusum, ...
     """
     try:
         cls = DETECTORS[kind]

@@ -327,6 +327,9 @@ class AdaptiveResonance:
 
     def snapshot(self) -> AdaptiveResonanceState:
         c = self._core
+        if c.n == 0:
+            # Nothing learned: the empty state (restore() derives the working buffers).
+            return AdaptiveResonanceState()
         return AdaptiveResonanceState(
             n=c.n,
             lo=c.lo,

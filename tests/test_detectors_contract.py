@@ -138,9 +138,13 @@ def _check(case: Case, check: Callable[[Case, Stream, int], None]) -> None:
 
 
 def _plain(value: object) -> bool:
-    """Only floats, ints and tuples of them (bools are ints)."""
+    """Only floats, ints and tuples of them (bools are ints); a detector built from others
+    (an ensemble) may nest their frozen states, which must be plain in turn."""
     if isinstance(value, tuple):
         return all(_plain(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        frozen = type(value).__dataclass_params__.frozen  # type: ignore[attr-defined]
+        return frozen and all(_plain(getattr(value, f.name)) for f in dataclasses.fields(value))
     return isinstance(value, int | float)
 
 
