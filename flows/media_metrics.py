@@ -143,6 +143,10 @@ class MediaMetrics:
             self.rate.set(sum(k for _, k in self._recent) / span)
 
     def _publish_top(self, top: tuple[tuple[str, float], ...]) -> None:
+        if not top:
+            # Nothing bursting now: keep showing the last bursting terms (a wall display
+            # should say what the last story was about, not go blank).
+            return
         with self._lock:
             shown = {(str(i + 1), t) for i, (t, _) in enumerate(top[: self.top_k])}
             for rank, term in self._shown - shown:
