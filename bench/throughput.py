@@ -170,7 +170,7 @@ def main() -> int:
             flow_best, base_best = min(flow_best, fdt), min(base_best, bdt)
         flow_rate = total / flow_best
         base_rate = total / base_best
-        print(f"flow (1 worker)  : {flow_rate:>12,.0f} lines/s  ({flow_best:.2f} s, {dets} detections)")
+        print(f"flow (1 worker)  : {flow_rate:>12,.0f} lines/s  ({flow_best:.2f} s, {dets} found)")
         print(f"plain Python loop: {base_rate:>12,.0f} lines/s  ({base_best:.2f} s)")
         print(f"ratio flow/loop  : {flow_rate / base_rate:.3f}")
         print(

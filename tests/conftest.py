@@ -504,6 +504,36 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         server.stop()
 
 
+class AofRedisServer(RedisServer):
+    """``redis-server`` with the append-only file on and fsync'ed at every write: a restart
+    (:meth:`restart`, or :meth:`stop` then :meth:`start`) brings every key back."""
+
+    def argv(self) -> list[str]:
+        """The command line."""
+        return [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "yes",
+            "--appendfsync", "always",
+            "--dir", str(self.workdir),
+        ]  # fmt: skip
+
+
+@pytest.fixture
+def aof_redis(tmp_path: Path) -> Iterator[AofRedisServer]:
+    """A fresh AOF-backed ``redis-server`` per test (tests restart it)."""
+    d = tmp_path / "redis"
+    d.mkdir()
+    server = AofRedisServer(require_binary("redis-server", "redis-server"), d)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 # YAML text, a mapping, or a callable given the port that returns either; None = default.
 ConfigArg = str | Mapping[str, Any] | Callable[[int], Any] | None
 

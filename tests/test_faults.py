@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from conftest import HttpReceiver, RedisServer, free_port, require_binary
+from conftest import AofRedisServer, HttpReceiver, free_port
 
 from flows.bus import BusWriter
 from flows.records import RawLine
@@ -44,35 +44,6 @@ from flows.records import RawLine
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = "faults"
 BASE_TS = "Jan  1"  # syslog date; the year comes from security.year
-
-
-class AofRedis(RedisServer):
-    """``redis-server`` with the append-only file on and fsync'ed at every write."""
-
-    def argv(self) -> list[str]:
-        """The command line."""
-        return [
-            self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "yes",
-            "--appendfsync", "always",
-            "--dir", str(self.workdir),
-        ]  # fmt: skip
-
-
-@pytest.fixture
-def aof_redis(tmp_path: Path) -> Iterator[AofRedis]:
-    """A fresh AOF-backed ``redis-server`` per test (tests restart it)."""
-    d = tmp_path / "redis"
-    d.mkdir()
-    server = AofRedis(require_binary("redis-server", "redis-server"), d)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # ---------------------------------------------------------------------------------------
@@ -393,7 +364,7 @@ def run_kill_loop(
 
 
 def test_sigkill_ten_times_nothing_lost(
-    aof_redis: AofRedis, http_receiver: HttpReceiver, tmp_path: Path
+    aof_redis: AofRedisServer, http_receiver: HttpReceiver, tmp_path: Path
 ) -> None:
     s = run_kill_loop(
         tmp_path,
@@ -410,7 +381,7 @@ def test_sigkill_ten_times_nothing_lost(
 
 
 def test_two_process_cluster_one_killed(
-    aof_redis: AofRedis, http_receiver: HttpReceiver, tmp_path: Path
+    aof_redis: AofRedisServer, http_receiver: HttpReceiver, tmp_path: Path
 ) -> None:
     s = run_kill_loop(
         tmp_path,
@@ -427,15 +398,11 @@ def test_two_process_cluster_one_killed(
 
 
 def test_redis_restart_mid_run(
-    aof_redis: AofRedis, http_receiver: HttpReceiver, tmp_path: Path
+    aof_redis: AofRedisServer, http_receiver: HttpReceiver, tmp_path: Path
 ) -> None:
     w = make_workload(300, seed=3)
-    # Alert state in files here: this test is about the bus riding out a Redis restart.
-    # (With alert state in the same Redis, sinks.alerting lost alerts raised while Redis
-    # was down when this was written; that is the alerting pipeline's to fix.)
-    cfg = write_config(
-        tmp_path, aof_redis.url, http_receiver.url, shards=2, alert_state_in_redis=False
-    )
+    # Alert state and outbox in the same Redis as the bus: both ride out the restarts.
+    cfg = write_config(tmp_path, aof_redis.url, http_receiver.url, shards=2)
     vigil = Vigil(cfg, tmp_path)
     producer = Producer(aof_redis.url, w, shards=2, duration_s=8)
     vigil.start()
@@ -467,7 +434,7 @@ def test_redis_restart_mid_run(
 
 
 def test_trimming_keeps_what_a_resume_needs(
-    aof_redis: AofRedis, http_receiver: HttpReceiver, tmp_path: Path
+    aof_redis: AofRedisServer, http_receiver: HttpReceiver, tmp_path: Path
 ) -> None:
     """After the run the streams are trimmed to about the committed position, not beyond."""
     w = make_workload(100, seed=4)

@@ -127,16 +127,6 @@ class Outbox(Protocol):
 
 
 # ---------------------------------------------------------------------------- redis
-_PUT = """
--- KEYS: items, due, okey ; ARGV: id, json, next_at, order_key, created, order_prefix
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[1], ARGV[4])
-redis.call('ZADD', ARGV[6] .. ARGV[4], ARGV[5], ARGV[1])
-return 1
-"""
-
 _CLAIM = """
 -- KEYS: items, due, okey ; ARGV: now, lease_until, limit, order_prefix
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]) * 4)
@@ -184,7 +174,6 @@ class RedisOutbox:
         self.r = client
         self.owns_client = owns_client
         self.prefix = f"{prefix}:outbox"
-        self._put = client.register_script(_PUT)
         self._claim = client.register_script(_CLAIM)
         self._done = client.register_script(_DONE)
         k = self.prefix
@@ -194,22 +183,26 @@ class RedisOutbox:
 
     def put(self, items: Iterable[OutboxItem], now: float) -> int:
         p = self.r.pipeline(transaction=True)
+        if not self.queue_put(p, items, now):
+            return 0
+        return sum(int(x) for x in p.execute()[0::4])
+
+    def queue_put(self, pipe: Any, items: Iterable[OutboxItem], now: float) -> int:
+        """Queue the commands that store ``items`` on ``pipe`` (a ``MULTI`` pipeline), so a
+        caller can store them in the same transaction as its own writes; returns how many
+        items were queued. Four commands per item; the first (``HSETNX``) answers 1 for a
+        new item. Plain commands, not a script: a script queued in ``MULTI`` fails with
+        ``NOSCRIPT`` when Redis restarted in between, and the rest of the transaction would
+        still run."""
+        k = self._keys3
         n = 0
         for it in items:
-            self._put(
-                keys=self._keys3,
-                args=[
-                    it.id,
-                    it.dumps(),
-                    repr(now),
-                    it.order_key,
-                    repr(it.created_wall),
-                    self._order,
-                ],
-                client=p,
-            )
+            pipe.hsetnx(k[0], it.id, it.dumps())  # idempotent by id: a re-decision is a no-op
+            pipe.zadd(k[1], {it.id: now}, nx=True)  # never moves a claimed item's lease
+            pipe.hset(k[2], it.id, it.order_key)
+            pipe.zadd(self._order + it.order_key, {it.id: it.created_wall}, nx=True)
             n += 1
-        return sum(int(x) for x in p.execute()) if n else 0
+        return n
 
     def claim(self, now: float, limit: int, lease_s: float) -> list[OutboxItem]:
         raws = self._claim(
@@ -498,12 +491,23 @@ class Dispatcher:
         self._wake.set()
 
     def _run(self) -> None:
+        failing: str | None = None  # the error of the current outage, logged once
         while not self._stop.is_set():
             try:
                 n = self.run_once()
-            except Exception:  # a broken store must not kill delivery for good
-                log.exception("outbox: delivery loop error")
+            except Exception as ex:  # a broken store must not kill delivery for good
+                kind = type(ex).__name__
+                if failing != kind:
+                    # Once per outage, not every poll: a Redis restart would flood the log.
+                    log.warning("outbox: store unavailable, will retry", extra={"error": kind})
+                    if failing is None:
+                        log.debug("outbox: delivery loop error", exc_info=True)
+                    failing = kind
                 n = 0
+            else:
+                if failing is not None:
+                    log.info("outbox: store available again", extra={"error": failing})
+                    failing = None
             if n == 0:
                 self._wake.wait(self.poll_s)
                 self._wake.clear()

@@ -10,9 +10,15 @@ lock (one process at a time when the store is Redis) and follows the same order:
 3. **persist the new notifications in the outbox**;
 4. commit the state changes (and, with Redis, the audit records) in one transaction.
 
-Step 3 before step 4 means a crash between them re-decides the same notification after
-the restart, with the same idempotency key (see :func:`~sinks.alerting.engine.notification_id`),
-so it is stored once and accepted once. Delivery threads then send from the outbox.
+With Redis holding both, steps 3 and 4 are one ``MULTI``/``EXEC``: either the
+notification and the state saying it was decided are both stored, or neither is and the
+step is done again (a failed step keeps its observations and reloads the state). They
+must not be separate: after a failure between them (Redis restarting) the engine
+re-decides the group's notification with the same idempotency key (see
+:func:`~sinks.alerting.engine.notification_id`) but with the alerts that arrived in the
+meantime too; the outbox keeps the first item by key, and those alerts were never sent.
+With files (one process, no Redis) step 3 comes first, so a crash in between re-decides
+and is stored once when nothing new arrived. Delivery threads then send from the outbox.
 
 After a step, firing transitions are written to the alerts file and passed to
 ``on_alert`` (the CLI prints them), and transitions go to the audit log.
@@ -38,7 +44,14 @@ from flows.records import Detection
 from sinks.alerting.delivery import Integration
 from sinks.alerting.engine import AlertEngine, EventClock, HybridClock
 from sinks.alerting.model import Notification, Silence, Transition
-from sinks.alerting.outbox import Dispatcher, Outbox, OutboxItem, RetryPolicy, SendResult
+from sinks.alerting.outbox import (
+    Dispatcher,
+    Outbox,
+    OutboxItem,
+    RedisOutbox,
+    RetryPolicy,
+    SendResult,
+)
 from sinks.alerting.store import RedisStore, StateStore
 from sinks.alerts import alert_from_detection
 from sinks.audit import JsonlAuditLog, audit_record
@@ -256,6 +269,15 @@ class AlertingService:
             metrics=self.metrics,
             wall=wall,
         )
+        # Outbox items and state changes in one Redis transaction when both live in the
+        # same Redis: stored separately, a failure between the two (Redis restarting) left
+        # items whose idempotency key the re-decided notification reused with other alerts,
+        # and those alerts were never sent (see :meth:`step`).
+        self._atomic = (
+            isinstance(store, RedisStore)
+            and isinstance(outbox, RedisOutbox)
+            and outbox.r is store.r
+        )
         self._lock = threading.RLock()
         self._backlog: list[tuple[dict[str, str], dict[str, str], float]] = []
         self._backlog_lock = threading.Lock()
@@ -405,7 +427,6 @@ class AlertingService:
                 len(batch),
             )
             self.metrics.failures.labels("alerting", "store_error").inc()
-            self._known_version = -1  # reload: the engine may be ahead of what was saved
             with self._backlog_lock:
                 keep = batch[-self.max_backlog :]
                 if len(keep) < len(batch):
@@ -425,31 +446,54 @@ class AlertingService:
         """One engine step under the locks (see the module docstring for the order)."""
         wall = self._wall()
         with self._lock:
-            with self.store.lock():
-                self._sync()
-                self.engine.observe_many(observations, detected_wall=wall)
-                notes = self.engine.tick(flush_all=flush_all)
-                transitions = self.engine.drain_transitions()
-                items = self._render(notes)
-                for sc in self.side_channels:
-                    items.extend(sc.on_transitions(transitions))
-                if items:
-                    self.outbox.put(items, wall)
-                # The alerts file before the commit: a crash in between replays the
-                # detection after the restart and writes the line again (at least once).
-                self._write_fired(transitions)
-                changes = self.engine.drain_changes()
-                audit = [audit_record(t, wall=wall) for t in transitions]
-                if changes or (audit and self.audit is None):
-                    self._known_version = self.store.commit(
-                        changes,
-                        audit if self.audit is None else (),
-                        durable=bool(transitions or notes),
-                    )
+            try:
+                transitions, notes, audit, items = self._step_locked(observations, flush_all, wall)
+            except Exception:
+                # Under the lock, so no other thread steps on the half-done engine state
+                # (it would commit alerts as notified whose outbox items were never stored).
+                self._known_version = -1
+                raise
             self._after(transitions, notes, audit)
         if items:
             self.dispatcher.wake()
         return notes
+
+    def _step_locked(
+        self,
+        observations: Sequence[tuple[dict[str, str], dict[str, str], float]],
+        flush_all: bool,
+        wall: float,
+    ) -> tuple[list[Transition], list[Notification], list[dict[str, Any]], list[OutboxItem]]:
+        with self.store.lock():
+            self._sync()
+            self.engine.observe_many(observations, detected_wall=wall)
+            notes = self.engine.tick(flush_all=flush_all)
+            transitions = self.engine.drain_transitions()
+            items = self._render(notes)
+            for sc in self.side_channels:
+                items.extend(sc.on_transitions(transitions))
+            atomic = bool(items) and self._atomic
+            if items and not atomic:
+                self.outbox.put(items, wall)
+            # The alerts file before the commit: a crash in between replays the
+            # detection after the restart and writes the line again (at least once).
+            self._write_fired(transitions)
+            changes = self.engine.drain_changes()
+            audit = [audit_record(t, wall=wall) for t in transitions]
+            keep_audit = audit if self.audit is None else ()
+            durable = bool(transitions or notes)
+            if atomic:
+                store, outbox = self.store, self.outbox
+                assert isinstance(store, RedisStore) and isinstance(outbox, RedisOutbox)
+                self._known_version = store.commit(
+                    changes,
+                    keep_audit,
+                    durable=durable,
+                    also=lambda p: outbox.queue_put(p, items, wall),
+                )
+            elif changes or keep_audit:
+                self._known_version = self.store.commit(changes, keep_audit, durable=durable)
+        return transitions, notes, audit, items
 
     def _render(self, notes: list[Notification]) -> list[OutboxItem]:
         items: list[OutboxItem] = []

@@ -42,7 +42,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -495,9 +495,19 @@ class RedisStore:
         return _snapshot_from_raw(alerts, groups, nflog, clock)
 
     def commit(
-        self, changes: Changes, audit: Sequence[Mapping[str, Any]] = (), *, durable: bool = False
+        self,
+        changes: Changes,
+        audit: Sequence[Mapping[str, Any]] = (),
+        *,
+        durable: bool = False,
+        also: Callable[[Any], Any] | None = None,
     ) -> int:
+        """Write ``changes`` and ``audit`` in one ``MULTI``/``EXEC``; ``also(pipeline)`` may
+        queue more writes that must land in the same transaction (the step's outbox items:
+        see :meth:`~sinks.alerting.outbox.RedisOutbox.queue_put`)."""
         p = self.r.pipeline(transaction=True)
+        if also is not None:
+            also(p)
         if changes.alerts:
             p.hset(
                 self.k("alerts"),
