@@ -22,7 +22,6 @@ from dashboards.core import (
     stat,
     table_panel,
     timeseries,
-    waiting,
 )
 from sinks.prometheus import (
     ALERTING_ALERTS,
@@ -44,12 +43,7 @@ FEED_LINK = (
 )
 
 #: Panels waiting for metrics other features define. When one lands, replace its line.
-WAITING: tuple[Waiting, ...] = (
-    Waiting(
-        "Firing alerts by severity and agency",
-        "`severity` and `agency` labels on vigil_alerting_alerts (sinks/alerting/)",
-    ),
-)
+WAITING: tuple[Waiting, ...] = ()
 
 
 def overview() -> gd.Dashboard:
@@ -127,7 +121,16 @@ def overview() -> gd.Dashboard:
             thresholds=((None, "green"), (1, "red")),
             description="Alerts in the alerting pipeline's firing state (sinks/alerting/).",
         ),
-        waiting(WAITING[0], w=4, h=6),
+        bars(
+            "Firing alerts by severity and agency",
+            Q(
+                f'sum by (severity, agency) ({ALERTING_ALERTS}{{state="firing"}})',
+                "{{severity}} {{agency}}",
+                instant=True,
+            ),
+            w=4,
+            h=6,
+        ),
         timeseries(
             "Detections per minute by feed",
             Q(f"sum by (feed) (rate({DETECTIONS}{rate})) * 60", "{{feed}}"),

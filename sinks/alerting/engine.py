@@ -399,6 +399,26 @@ class AlertEngine:
     def alerts_by_state(self) -> dict[str, int]:
         return dict(self._counts)
 
+    def alerts_by_labels(self, max_agencies: int = 50) -> dict[tuple[str, str, str], int]:
+        """Alerts counted by (state, severity, agency-or-team), for a bounded gauge.
+
+        Beyond ``max_agencies`` distinct agencies, the rest count as ``"other"``; an alert
+        without an agency or team label counts under ``""``.
+        """
+        out: dict[tuple[str, str, str], int] = {}
+        seen: set[str] = set()
+        for a in self.alerts.values():
+            lab = a.labels
+            agency = lab.get("agency") or lab.get("team") or ""
+            if agency and agency not in seen:
+                if len(seen) >= max_agencies:
+                    agency = "other"
+                else:
+                    seen.add(agency)
+            key = (a.state, lab.get("severity", ""), agency)
+            out[key] = out.get(key, 0) + 1
+        return out
+
     # -- input -----------------------------------------------------------------------------
     def observe(
         self,

@@ -86,8 +86,14 @@ class AlertingMetrics:
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.alerts = get_or_create(
-            Gauge, ALERTING_ALERTS, "Alerts by lifecycle state.", ("state",), registry
+            Gauge,
+            ALERTING_ALERTS,
+            "Alerts by lifecycle state, severity and agency (at most 50 agencies, then other).",
+            ("state", "severity", "agency"),
+            registry,
         )
+        self._shown: set[tuple[str, str, str]] = set()
+        self._states_at = 0.0
         self.notifications = get_or_create(
             Counter,
             ALERTING_NOTIFICATIONS,
@@ -142,9 +148,20 @@ class AlertingMetrics:
         self.outbox.labels("pending").set(pending)
         self.outbox.labels("dead").set(dead)
 
-    def states(self, counts: Mapping[str, int]) -> None:
-        for state, n in counts.items():
-            self.alerts.labels(state).set(n)
+    def states(self, counts: Mapping[tuple[str, str, str], int]) -> None:
+        """Set the alerts gauge; label sets that no longer occur are removed."""
+        for key, n in counts.items():
+            self.alerts.labels(*key).set(n)
+        for key in self._shown - set(counts):
+            self.alerts.remove(*key)
+        self._shown = set(counts)
+
+    def states_due(self, now: float, every_s: float = 1.0) -> bool:
+        """At most one gauge refresh per ``every_s`` (counting walks every alert)."""
+        if now - self._states_at < every_s:
+            return False
+        self._states_at = now
+        return True
 
 
 class AlertsFile:
@@ -513,7 +530,10 @@ class AlertingService:
         notes: list[Notification],
         audit: list[dict[str, Any]],
     ) -> None:
-        self.metrics.states(self.engine.alerts_by_state())
+        # Counting walks every alert: refresh at most 4 times a second while alerts change,
+        # once a second otherwise.
+        if self.metrics.states_due(time.monotonic(), 0.25 if transitions else 1.0):
+            self.metrics.states(self.engine.alerts_by_labels())
         if self.audit is not None and audit:
             try:
                 self.audit.write(audit)
