@@ -37,6 +37,7 @@ from flows.config import (
 from flows.errors import ConfigError
 from flows.parsers import LineParser
 from flows.records import DeadLetter, Detection, RawLine
+from sinks.jsonl import open_append
 from sinks.prometheus import FlowMetrics, MetricsSink
 from sources.files import FileTailSource
 from sources.redis_streams import RedisStreamSource, stream_names
@@ -149,7 +150,7 @@ class _DeadPartition(StatelessSinkPartition[DeadLetter]):
         self._fh = None
         if path is not None:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._fh = open(path, "ab")  # noqa: SIM115 - closed in close()
+            self._fh = open_append(path)  # closed in close()
 
     def write_batch(self, items: list[DeadLetter]) -> None:
         if self._fh is None:

@@ -58,6 +58,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from typing_extensions import override
 
 from flows.records import Detection
+from sinks.jsonl import open_append
 from sinks.prometheus import ALERTS, NOTIFICATIONS, SINK_FAILURES, get_or_create
 from sinks.webhook import WebhookClient
 
@@ -81,6 +82,7 @@ METRIC_NAMES: tuple[str, ...] = (ALERTS, NOTIFICATIONS, SINK_FAILURES)
 ZERO_TIME = "0001-01-01T00:00:00Z"
 _IDENTITY_LABELS = ("alertname", "entity", "feed")
 _ANNOTATION_NAME = re.compile(r"[^A-Za-z0-9_]")
+
 
 def _format_number(x: float) -> str:
     """Numbers as Alertmanager-style strings: ``42``, ``0.25``, ``NaN``, ``+Inf``."""
@@ -335,7 +337,7 @@ class _AlertPartition(StatelessSinkPartition[Detection]):
                     sys.stdout.flush()
                 else:
                     if self._file is None:
-                        self._file = open(self._jsonl_path, "ab")  # noqa: SIM115
+                        self._file = open_append(self._jsonl_path)
                     self._file.write(data)
                     self._file.flush()
         except (OSError, ValueError) as ex:

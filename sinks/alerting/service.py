@@ -55,6 +55,7 @@ from sinks.alerting.outbox import (
 from sinks.alerting.store import RedisStore, StateStore
 from sinks.alerts import alert_from_detection
 from sinks.audit import JsonlAuditLog, audit_record
+from sinks.jsonl import open_append
 from sinks.prometheus import (
     ALERTING_ALERTS,
     ALERTING_DELIVERIES,
@@ -182,7 +183,7 @@ class AlertsFile:
             sys.stdout.flush()
             return
         if self._fh is None:
-            self._fh = open(self.path, "ab")  # noqa: SIM115 - closed in close()
+            self._fh = open_append(self.path)  # closed in close()
         self._fh.write(data)
         self._fh.flush()
 
