@@ -17,15 +17,14 @@ import csv
 import io
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import FixedPartitionedSource
 from typing_extensions import override
 
 from flows.records import DeadLetter
-from sources.replay import expand_paths
+from sources.replay import PacedPartition, expand_paths
 
 __all__ = ["CaseReplaySource", "read_rows"]
 
@@ -66,57 +65,6 @@ def read_rows(path: str, fmt: str) -> tuple[list[dict[str, Any]], list[DeadLette
         else:
             dead.append(DeadLetter("read", "not an object", "", fmt, origin))
     return rows, dead
-
-
-class _Partition(StatefulSourcePartition[Any, int]):
-    def __init__(
-        self,
-        items: list[Any],
-        times: list[float],
-        *,
-        speed: float | None,
-        batch_size: int,
-        now: Callable[[], float],
-        resume_state: int | None,
-    ) -> None:
-        self._items = items
-        self._times = times
-        self._speed = speed
-        self._batch_size = batch_size
-        self._now = now
-        self._i = 0 if resume_state is None else resume_state
-        self._anchor: tuple[float, float] | None = None
-        self._next_awake: datetime | None = None
-
-    @override
-    def next_batch(self) -> list[Any]:
-        i, n = self._i, len(self._items)
-        if i >= n:
-            raise StopIteration
-        end = min(n, i + self._batch_size)
-        self._next_awake = None
-        if self._speed is not None:
-            now = self._now()
-            if self._anchor is None:
-                self._anchor = (now, self._times[i])
-            wall0, t0 = self._anchor
-            j = i
-            while j < end and wall0 + (self._times[j] - t0) / self._speed <= now:
-                j += 1
-            if j < end:  # stopped at a record not yet due: sleep until it is
-                due = wall0 + (self._times[j] - t0) / self._speed
-                self._next_awake = datetime.now(UTC) + timedelta(seconds=due - now)
-            end = j
-        self._i = end
-        return self._items[i:end]
-
-    @override
-    def next_awake(self) -> datetime | None:
-        return self._next_awake
-
-    @override
-    def snapshot(self) -> int:
-        return self._i
 
 
 class CaseReplaySource(FixedPartitionedSource[Any, int]):
@@ -204,7 +152,9 @@ class CaseReplaySource(FixedPartitionedSource[Any, int]):
         return ["case_replay"]
 
     @override
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> PacedPartition[Any]:
         items = self.load()
         raw = [getattr(x, "ts", None) for x in items]
         # Dead letters carry no time: pace them with their neighbour.
@@ -214,7 +164,7 @@ class CaseReplaySource(FixedPartitionedSource[Any, int]):
             if isinstance(t, float):
                 prev = t
             times.append(prev)
-        return _Partition(
+        return PacedPartition(
             items,
             times,
             speed=self.speed,

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
@@ -96,10 +97,20 @@ def _event_times(lines: list[RawLine], time_of: Callable[[RawLine], float | None
     return out
 
 
-class _ReplayPartition(StatefulSourcePartition[RawLine, int]):
+T = TypeVar("T")
+
+
+class PacedPartition(StatefulSourcePartition[T, int]):
+    """Emit ``items`` in order, each when its event time (``times``) is due at ``speed``.
+
+    Shared by every replay source. The snapshot is the index of the next item, so a resume
+    continues where it stopped; pacing restarts from the resumed item. Never blocks: an item
+    not yet due ends the batch and sets ``next_awake``.
+    """
+
     def __init__(
         self,
-        lines: list[RawLine],
+        items: list[T],
         times: list[float],
         *,
         speed: float | None,
@@ -107,14 +118,14 @@ class _ReplayPartition(StatefulSourcePartition[RawLine, int]):
         now: Callable[[], float],
         resume_state: int | None,
     ) -> None:
-        self._lines = lines
+        self._lines = items
         self._times = times
         self._speed = speed
         self._batch_size = batch_size
         self._now = now
         self._i = 0 if resume_state is None else resume_state
         # Wall time (on the `now` clock) and event time that are matched up when the
-        # first line is emitted; every later line is due relative to them.
+        # first item is emitted; every later item is due relative to them.
         self._anchor: tuple[float, float] | None = None
         self._next_awake: datetime | None = None
 
@@ -128,7 +139,7 @@ class _ReplayPartition(StatefulSourcePartition[RawLine, int]):
         return wall0 + (t - t0) / self._speed
 
     @override
-    def next_batch(self) -> list[RawLine]:
+    def next_batch(self) -> list[T]:
         i, n = self._i, len(self._lines)
         if i >= n:
             raise StopIteration
@@ -237,7 +248,9 @@ class ReplaySource(FixedPartitionedSource[RawLine, int]):
         return ["replay"]
 
     @override
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ReplayPartition:
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> PacedPartition[RawLine]:
         lines: list[RawLine] = []
         times: list[float] = []
         for path in expand_paths(self.paths):
@@ -248,7 +261,7 @@ class ReplaySource(FixedPartitionedSource[RawLine, int]):
             order = sorted(range(len(lines)), key=times.__getitem__)  # stable
             lines = [lines[k] for k in order]
             times = [times[k] for k in order]
-        return _ReplayPartition(
+        return PacedPartition(
             lines,
             times,
             speed=self.speed,
