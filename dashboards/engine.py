@@ -38,6 +38,7 @@ from sinks.prometheus import (
     ALERTING_OUTBOX_DEPTH,
     DEAD_LETTERS,
     DETECTIONS,
+    DETECTOR_SECONDS,
     EVENT_TIME,
     EVENTS,
     LAST_BATCH,
@@ -48,12 +49,7 @@ from sinks.prometheus import (
 UID = "vigil-engine"
 
 #: Panels waiting for metrics other features define. When one lands, replace its line.
-WAITING: tuple[Waiting, ...] = (
-    Waiting(
-        "Detector latency (p50, p99) by flow",
-        "a detector latency histogram, e.g. `vigil_detector_seconds{flow}` (flows)",
-    ),
-)
+WAITING: tuple[Waiting, ...] = ()
 
 
 def engine() -> gd.Dashboard:
@@ -201,6 +197,22 @@ def engine() -> gd.Dashboard:
             ),
             unit="s",
             w=12,
+        ),
+        timeseries(
+            "Detector latency (p50, p99) by flow",
+            Q(
+                "histogram_quantile(0.5, sum by (flow, le) "
+                f"(rate({DETECTOR_SECONDS}_bucket{{{fl}}}{rate})))",
+                "p50 {{flow}}",
+            ),
+            Q(
+                "histogram_quantile(0.99, sum by (flow, le) "
+                f"(rate({DETECTOR_SECONDS}_bucket{{{fl}}}{rate})))",
+                "p99 {{flow}}",
+            ),
+            unit="s",
+            w=12,
+            description="Wall time the detection step spends on one batch of events.",
         ),
         *[waiting(w) for w in WAITING],
         row("Processes"),

@@ -18,6 +18,7 @@ shard holds its sources in a dict with least-recently-seen eviction (``max_sourc
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -684,25 +685,31 @@ class VolumeBaseline:
 
 
 # ====================================================================== bytewax glue
-class RulesLogic(StatefulBatchLogic[list[SecurityEvent], "Detection | DeadLetter", RulesSnapshot]):
-    """One shard of sources. Takes lists of events; emits detections and dead letters."""
+class RulesLogic(
+    StatefulBatchLogic[list[SecurityEvent], "Detection | DeadLetter | Tally", RulesSnapshot]
+):
+    """One shard of sources. Takes lists of events; emits detections, dead letters and a
+    timing tally per batch."""
 
     def __init__(self, rules: SecurityRules) -> None:
         self.rules = rules
 
     def on_batch(
         self, values: list[list[SecurityEvent]]
-    ) -> tuple[list[Detection | DeadLetter], bool]:
+    ) -> tuple[list[Detection | DeadLetter | Tally], bool]:
         rules = self.rules
-        out: list[Detection | DeadLetter] = []
+        out: list[Detection | DeadLetter | Tally] = []
+        t0 = time.perf_counter()
         for events in values:
             out.extend(rules.process(events))
+        # Detector latency: wall time this shard's rules spent on the batch.
+        out.append(Tally("rules", gauges={"seconds": time.perf_counter() - t0}))
         if rules.errors:
             out.extend(rules.errors)
             rules.errors.clear()
         return out, StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[Detection | DeadLetter], bool]:
+    def on_eof(self) -> tuple[list[Detection | DeadLetter | Tally], bool]:
         return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> RulesSnapshot:
@@ -866,7 +873,9 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
     detected = op.key_rm("unkey", op.stateful_batch("rules", keyed, rules_builder))
     db = op.branch("is_detection", detected, lambda x: type(x) is Detection)
     rule_dets = cast(Stream[Detection], db.trues)
-    rule_dead = cast(Stream[DeadLetter], db.falses)
+    rb = op.branch("is_rule_dead", db.falses, lambda x: type(x) is DeadLetter)
+    rule_dead = cast(Stream[DeadLetter], rb.trues)
+    rule_timing = cast(Stream[Tally], rb.falses)
 
     def volume_builder(resume: VolumeSnapshot | None) -> VolumeLogic:
         vb = VolumeBaseline(cfg)
@@ -883,6 +892,7 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
     telemetry = op.merge(
         "telemetry",
         tallies,
+        rule_timing,
         cast(Stream[SeriesPoint], vb_split.falses),
         detections,
     )

@@ -43,6 +43,8 @@ SERIES_SCORE = "vigil_series_score"
 TOP_OFFENDER = "vigil_top_offender_weight"
 EVENT_TIME = "vigil_event_time_seconds"
 LAST_BATCH = "vigil_last_batch_timestamp_seconds"
+#: Detector latency: wall time a detection step spent on one batch, by ``flow`` and ``step``.
+DETECTOR_SECONDS = "vigil_detector_seconds"
 #: Alerts produced, by ``feed``, ``kind`` and ``severity`` (sinks.alerts).
 ALERTS = "vigil_alerts_total"
 #: Webhook deliveries, by ``sink`` and ``outcome`` (a ``DeliveryResult.reason``).
@@ -101,6 +103,7 @@ METRIC_NAMES: tuple[str, ...] = (
     TOP_OFFENDER,
     EVENT_TIME,
     LAST_BATCH,
+    DETECTOR_SECONDS,
     ALERTS,
     NOTIFICATIONS,
     SINK_FAILURES,
@@ -128,7 +131,12 @@ C = TypeVar("C", Counter, Gauge, Histogram)
 
 
 def get_or_create(
-    cls: type[C], name: str, documentation: str, labels: tuple[str, ...], registry: Any
+    cls: type[C],
+    name: str,
+    documentation: str,
+    labels: tuple[str, ...],
+    registry: Any,
+    **kwargs: Any,
 ) -> C:
     """Register a metric, or return the one already registered under ``name``.
 
@@ -137,7 +145,7 @@ def get_or_create(
     this reads the registry's name index, and only after a registration failed.
     """
     try:
-        return cls(name, documentation, labels, registry=registry)
+        return cls(name, documentation, labels, registry=registry, **kwargs)
     except ValueError:
         names = getattr(registry, "_names_to_collectors", {})
         existing = names.get(name)
@@ -232,6 +240,14 @@ class FlowMetrics:
         self.last_batch = get_or_create(
             Gauge, LAST_BATCH, "Wall time of the last batch a flow processed.", ("flow",), r
         )
+        self.detector_seconds = get_or_create(
+            Histogram,
+            DETECTOR_SECONDS,
+            "Wall time a detection step spent on one batch (detector latency).",
+            ("flow", "step"),
+            r,
+            buckets=(1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+        )
         self._lock = threading.Lock()
         # Plain running totals for the terminal progress line.
         self.total_lines = 0
@@ -259,6 +275,9 @@ class FlowMetrics:
                     self.events.labels(f, ds, action).inc(n)
                 if it.late:
                     self.late.labels(f).inc(it.late)
+                secs = it.gauges.get("seconds")
+                if secs is not None:
+                    self.detector_seconds.labels(f, it.step).observe(secs)
                 for per_ds in it.buckets.values():
                     newest = max(newest, max(per_ds))
             elif t is DeadLetter:

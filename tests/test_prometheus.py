@@ -81,3 +81,12 @@ def test_two_sinks_share_one_registry() -> None:
         )
         == 1
     )
+
+
+def test_detector_latency_is_a_histogram_per_flow_and_step() -> None:
+    reg = CollectorRegistry()
+    m = FlowMetrics("security", registry=reg)
+    m.record([Tally("rules", gauges={"seconds": 0.0003}), Tally("rules", gauges={"seconds": 0.2})])
+    lab = {"flow": "security", "step": "rules"}
+    assert reg.get_sample_value("vigil_detector_seconds_count", lab) == 2
+    assert reg.get_sample_value("vigil_detector_seconds_bucket", {**lab, "le": "0.001"}) == 1

@@ -353,3 +353,10 @@ def test_ids_alerts_and_bytes_are_exported_as_rates() -> None:
     pts = {p.series: p for p in tele if isinstance(p, SeriesPoint)}
     assert pts["suricata.ids_alerts"].value == 10
     assert pts["suricata.events"].value == 10
+
+
+def test_the_rules_step_reports_its_time_per_batch() -> None:
+    tmpl = "Mar 30 15:54:{:02d} h sshd[{}]: Failed password for root from 198.51.100.7 port 1 ssh2"
+    _, _, tele = run([ssh(tmpl.format(i, i)) for i in range(6)])
+    timings = [t.gauges["seconds"] for t in tele if isinstance(t, Tally) and t.step == "rules"]
+    assert timings and all(0 <= s < 5 for s in timings)
