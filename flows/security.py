@@ -332,21 +332,22 @@ class SecurityRules:
             bf = r.brute_force
             if bf.enabled:
                 n = self._count_within(fails, ts, bf.window_s)
-                self._fire(
-                    src,
-                    out,
-                    kind="ssh_brute_force",
-                    hit=n >= bf.failures,
-                    entity=ip,
-                    rule=bf,
-                    n=n,
-                    threshold=bf.failures,
-                    text=lambda: (
-                        f"SSH brute force from {ip}",
-                        f"{n} authentication failures from {ip} within "
-                        f"{_fmt_n(bf.window_s)} s (threshold {bf.failures})",
-                    ),
-                )
+                if n >= bf.failures or src.active:  # else nothing to fire or clear
+                    self._fire(
+                        src,
+                        out,
+                        kind="ssh_brute_force",
+                        hit=n >= bf.failures,
+                        entity=ip,
+                        rule=bf,
+                        n=n,
+                        threshold=bf.failures,
+                        text=lambda: (
+                            f"SSH brute force from {ip}",
+                            f"{n} authentication failures from {ip} within "
+                            f"{_fmt_n(bf.window_s)} s (threshold {bf.failures})",
+                        ),
+                    )
             self._users(ip, src, ev, out)
         elif ev.outcome == "success" and r.compromise.enabled and src.fails is not None:
             cr = r.compromise
@@ -383,21 +384,22 @@ class SecurityRules:
         ts = ev.ts
         users.add(ev.user_name, ts)
         n = users.count(ts)
-        self._fire(
-            src,
-            out,
-            kind="ssh_user_enumeration",
-            hit=n >= ue.distinct_users,
-            entity=ip,
-            rule=ue,
-            n=n,
-            threshold=ue.distinct_users,
-            text=lambda: (
-                f"User enumeration from {ip}",
-                f"{n} distinct user names tried from {ip} within {_fmt_n(ue.window_s)} s "
-                f"(threshold {ue.distinct_users})",
-            ),
-        )
+        if n >= ue.distinct_users or src.active:  # else nothing to fire or clear
+            self._fire(
+                src,
+                out,
+                kind="ssh_user_enumeration",
+                hit=n >= ue.distinct_users,
+                entity=ip,
+                rule=ue,
+                n=n,
+                threshold=ue.distinct_users,
+                text=lambda: (
+                    f"User enumeration from {ip}",
+                    f"{n} distinct user names tried from {ip} within {_fmt_n(ue.window_s)} s "
+                    f"(threshold {ue.distinct_users})",
+                ),
+            )
 
     def _conn(self, ip: str, src: _Source, ev: SecurityEvent, out: list[Detection]) -> None:
         dst = ev.destination_ip
@@ -416,21 +418,22 @@ class SecurityRules:
                 hosts = src.icmp_hosts = SlidingDistinct(ps.window_s, 2 * ps.hosts)
             hosts.add(dst, ts)
             n = hosts.count(ts)
-            self._fire(
-                src,
-                out,
-                kind="ping_sweep",
-                hit=n >= ps.hosts,
-                entity=ip,
-                rule=ps,
-                n=n,
-                threshold=ps.hosts,
-                text=lambda: (
-                    f"Ping sweep from {ip}",
-                    f"ICMP probes from {ip} to {n} distinct hosts within "
-                    f"{_fmt_n(ps.window_s)} s (threshold {ps.hosts})",
-                ),
-            )
+            if n >= ps.hosts or src.active:  # else nothing to fire or clear
+                self._fire(
+                    src,
+                    out,
+                    kind="ping_sweep",
+                    hit=n >= ps.hosts,
+                    entity=ip,
+                    rule=ps,
+                    n=n,
+                    threshold=ps.hosts,
+                    text=lambda: (
+                        f"Ping sweep from {ip}",
+                        f"ICMP probes from {ip} to {n} distinct hosts within "
+                        f"{_fmt_n(ps.window_s)} s (threshold {ps.hosts})",
+                    ),
+                )
             return
         # Share of failed connections, exponentially decayed over the scan window: a
         # scanner's probes mostly fail, a busy client's connections mostly succeed.
@@ -446,45 +449,47 @@ class SecurityRules:
             if src.ports_by_host is None:
                 src.ports_by_host = {}
             n = self._distinct_in(src.ports_by_host, dst, port, ts, vs.window_s, 2 * vs.ports)
-            self._fire(
-                src,
-                out,
-                kind="port_scan_vertical",
-                sub=dst,
-                hit=n >= vs.ports and mostly_failed,
-                entity=f"{ip}>{dst}",
-                rule=vs,
-                n=n,
-                threshold=vs.ports,
-                extra=(("source_ip", ip), ("destination_ip", dst)),
-                text=lambda: (
-                    f"Vertical port scan of {dst} from {ip}",
-                    f"{n} distinct ports on {dst} probed by {ip} without an answer "
-                    f"within {_fmt_n(vs.window_s)} s (threshold {vs.ports})",
-                ),
-            )
+            if (n >= vs.ports and mostly_failed) or src.active:  # else nothing to fire or clear
+                self._fire(
+                    src,
+                    out,
+                    kind="port_scan_vertical",
+                    sub=dst,
+                    hit=n >= vs.ports and mostly_failed,
+                    entity=f"{ip}>{dst}",
+                    rule=vs,
+                    n=n,
+                    threshold=vs.ports,
+                    extra=(("source_ip", ip), ("destination_ip", dst)),
+                    text=lambda: (
+                        f"Vertical port scan of {dst} from {ip}",
+                        f"{n} distinct ports on {dst} probed by {ip} without an answer "
+                        f"within {_fmt_n(vs.window_s)} s (threshold {vs.ports})",
+                    ),
+                )
         hs = r.horizontal_scan
         if hs.enabled:
             if src.hosts_by_port is None:
                 src.hosts_by_port = {}
             m = self._distinct_in(src.hosts_by_port, port, dst, ts, hs.window_s, 2 * hs.hosts)
-            self._fire(
-                src,
-                out,
-                kind="port_scan_horizontal",
-                sub=str(port),
-                hit=m >= hs.hosts and mostly_failed,
-                entity=f"{ip}>*:{port}",
-                rule=hs,
-                n=m,
-                threshold=hs.hosts,
-                extra=(("source_ip", ip), ("destination_port", str(port))),
-                text=lambda: (
-                    f"Horizontal scan of port {port} from {ip}",
-                    f"port {port} probed on {m} distinct hosts by {ip} without an answer "
-                    f"within {_fmt_n(hs.window_s)} s (threshold {hs.hosts})",
-                ),
-            )
+            if (m >= hs.hosts and mostly_failed) or src.active:  # else nothing to fire or clear
+                self._fire(
+                    src,
+                    out,
+                    kind="port_scan_horizontal",
+                    sub=str(port),
+                    hit=m >= hs.hosts and mostly_failed,
+                    entity=f"{ip}>*:{port}",
+                    rule=hs,
+                    n=m,
+                    threshold=hs.hosts,
+                    extra=(("source_ip", ip), ("destination_port", str(port))),
+                    text=lambda: (
+                        f"Horizontal scan of port {port} from {ip}",
+                        f"port {port} probed on {m} distinct hosts by {ip} without an answer "
+                        f"within {_fmt_n(hs.window_s)} s (threshold {hs.hosts})",
+                    ),
+                )
 
     def _http(self, ip: str, src: _Source, ev: SecurityEvent, out: list[Detection]) -> None:
         ws = self.rules.web_scan
@@ -511,22 +516,23 @@ class SecurityRules:
             n404 = src.not_found.count(ts)
         hit = n404 >= ws.not_found or n_paths >= ws.distinct_paths
         by_404 = n404 >= ws.not_found
-        self._fire(
-            src,
-            out,
-            kind="web_scan",
-            hit=hit,
-            entity=ip,
-            rule=ws,
-            n=n404 if by_404 else n_paths,
-            threshold=ws.not_found if by_404 else ws.distinct_paths,
-            text=lambda: (
-                f"Web scanning from {ip}",
-                f"{n404} HTTP 404 responses and {n_paths} distinct paths for {ip} within "
-                f"{_fmt_n(ws.window_s)} s (thresholds {ws.not_found} 404s, "
-                f"{ws.distinct_paths} paths)",
-            ),
-        )
+        if hit or src.active:  # else nothing to fire or clear
+            self._fire(
+                src,
+                out,
+                kind="web_scan",
+                hit=hit,
+                entity=ip,
+                rule=ws,
+                n=n404 if by_404 else n_paths,
+                threshold=ws.not_found if by_404 else ws.distinct_paths,
+                text=lambda: (
+                    f"Web scanning from {ip}",
+                    f"{n404} HTTP 404 responses and {n_paths} distinct paths for {ip} within "
+                    f"{_fmt_n(ws.window_s)} s (thresholds {ws.not_found} 404s, "
+                    f"{ws.distinct_paths} paths)",
+                ),
+            )
 
 
 # ====================================================================== volume baseline
@@ -649,6 +655,10 @@ class VolumeBaseline:
             x = float(counts.get(series, 0))
             det = self._dets.get(series)
             if det is None:
+                if not x:
+                    # A series this log source has never produced (HTTP errors in an SSH
+                    # log): no baseline, no gauge, until its first event.
+                    continue
                 det = self._dets[series] = self._factory()
             e = det.explain_one(x, end)
             det.learn_one(x, end)
@@ -771,15 +781,14 @@ def make_parse_batch(
         events: dict[tuple[str, str], int] = {}
         buckets: dict[str, dict[float, dict[str, int]]] = {}
         parse = parser.parse
+        read: dict[str, int] = {}  # lines per format; parsed = read - dead, at the end
         for raw in raws:
+            fmt = raw.fmt
+            read[fmt] = read.get(fmt, 0) + 1
             r = parse(raw)
             if r is None:  # a header line, consumed by the parser
-                k = (raw.fmt, "parsed")
-                lines[k] = lines.get(k, 0) + 1
                 continue
             if type(r) is SecurityEvent:
-                k = (raw.fmt, "parsed")
-                lines[k] = lines.get(k, 0) + 1
                 action = r.action
                 ds = r.dataset
                 ek = (ds, action)
@@ -827,9 +836,13 @@ def make_parse_batch(
                     else:
                         g.append(r)
             else:
-                k = (raw.fmt, "dead_lettered")
+                k = (fmt, "dead_lettered")
                 lines[k] = lines.get(k, 0) + 1
                 out.append(cast(DeadLetter, r))
+        for fmt, n in read.items():
+            parsed = n - lines.get((fmt, "dead_lettered"), 0)
+            if parsed:
+                lines[(fmt, "parsed")] = parsed
         out.extend(groups.items())
         out.append(Tally("parse", lines=lines, events=events, late=late, buckets=buckets))
         return out
