@@ -42,7 +42,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -508,27 +508,19 @@ class RedisStore:
         p = self.r.pipeline(transaction=True)
         if also is not None:
             also(p)
-        if changes.alerts:
-            p.hset(
-                self.k("alerts"),
-                mapping={k: orjson.dumps(a.to_dict()) for k, a in changes.alerts.items()},
-            )
-        if changes.alerts_deleted:
-            p.hdel(self.k("alerts"), *changes.alerts_deleted)
-        if changes.groups:
-            p.hset(
-                self.k("groups"),
-                mapping={k: orjson.dumps(g.to_dict()) for k, g in changes.groups.items()},
-            )
-        if changes.groups_deleted:
-            p.hdel(self.k("groups"), *changes.groups_deleted)
-        if changes.nflog:
-            p.hset(
-                self.k("nflog"),
-                mapping={k: orjson.dumps(e.to_dict()) for k, e in changes.nflog.items()},
-            )
-        if changes.nflog_deleted:
-            p.hdel(self.k("nflog"), *changes.nflog_deleted)
+        tables: tuple[tuple[str, Mapping[str, Any], Iterable[str]], ...] = (
+            ("alerts", changes.alerts, changes.alerts_deleted),
+            ("groups", changes.groups, changes.groups_deleted),
+            ("nflog", changes.nflog, changes.nflog_deleted),
+        )
+        for table, upserts, deletes in tables:
+            if upserts:
+                p.hset(
+                    self.k(table),
+                    mapping={k: orjson.dumps(v.to_dict()) for k, v in upserts.items()},
+                )
+            if deletes:
+                p.hdel(self.k(table), *deletes)
         for rec in audit:
             p.xadd(
                 self.k("audit"),
