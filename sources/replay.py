@@ -1,14 +1,18 @@
 """Replay recorded log files as if they were arriving live.
 
-All lines of the given files are read when the partition is built, merged into one
-event-time order, and emitted with the gaps between their event times divided by ``speed``.
-The snapshot is the index of the next line to emit, so a resumed replay carries on where it
-stopped.
+All lines of the given files are read when the partition is built and emitted with the
+gaps between their event times divided by ``speed``. Each file keeps its own order (a Zeek
+log is written as connections end, not as they start; its ``#`` headers stay before their
+rows), and files are merged by the newest event time seen so far in each: the same order
+as ``vigil run`` reads a file in, so a replay at any speed and a run give the same events to
+the same rules in the same order. The snapshot is the index of the next line to emit, so a
+resumed replay carries on where it stopped.
 """
 
 from __future__ import annotations
 
 import glob
+import heapq
 import math
 import os
 import time
@@ -190,8 +194,9 @@ class ReplaySource(FixedPartitionedSource[RawLine, int]):
         time (or for which ``time_of`` raises) takes the time of the previous timed line of
         its file, so it keeps its place among its neighbours.
     sort
-        Stable-sort all lines by event time. Without sorting, lines keep file order and a
-        line whose time lies before the replay's first time is emitted at once.
+        Stable-sort all lines by event time. Without sorting (the default), each file keeps
+        its order and files are merged by the newest time seen so far in each; a line
+        older than its predecessors is emitted with them.
     batch_size
         Most lines returned by one ``next_batch``.
     now
@@ -213,7 +218,7 @@ class ReplaySource(FixedPartitionedSource[RawLine, int]):
     ...     src = ReplaySource([f"{d}/*.log"], "demo", time_of=lambda r: float(r.text[0]))
     ...     part = src.build_part("in", "replay", None)
     >>> [r.text for r in part.next_batch()]
-    ['1 a', '2 b', '3 c']
+    ['2 b', '3 c', '1 a']
     """
 
     def __init__(
@@ -223,7 +228,7 @@ class ReplaySource(FixedPartitionedSource[RawLine, int]):
         *,
         speed: float | None = None,
         time_of: Callable[[RawLine], float | None],
-        sort: bool = True,
+        sort: bool = False,
         batch_size: int = 2048,
         now: Callable[[], float] = time.monotonic,
         max_line_bytes: int = 65536,
@@ -253,14 +258,28 @@ class ReplaySource(FixedPartitionedSource[RawLine, int]):
     ) -> PacedPartition[RawLine]:
         lines: list[RawLine] = []
         times: list[float] = []
-        for path in expand_paths(self.paths):
+        per_file: list[list[tuple[float, int, int, RawLine]]] = []
+        for f, path in enumerate(expand_paths(self.paths)):
             file_lines = read_lines(path, self.fmt, f"replay:{path}", self.max_line_bytes)
-            lines += file_lines
-            times += _event_times(file_lines, self.time_of)
+            file_times = _event_times(file_lines, self.time_of)
+            if self.sort:
+                lines += file_lines
+                times += file_times
+                continue
+            top = _NO_TIME
+            seq = []
+            for k, (line, t) in enumerate(zip(file_lines, file_times, strict=True)):
+                top = max(top, t)  # running newest: non-decreasing, so mergeable
+                seq.append((top, f, k, line))
+            per_file.append(seq)
         if self.sort:
             order = sorted(range(len(lines)), key=times.__getitem__)  # stable
             lines = [lines[k] for k in order]
             times = [times[k] for k in order]
+        else:
+            for top, _f, _k, line in heapq.merge(*per_file):
+                lines.append(line)
+                times.append(top)
         return PacedPartition(
             lines,
             times,
