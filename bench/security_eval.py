@@ -16,7 +16,8 @@ What counts as found:
   [start - 10 min, end + 60 s], i.e. the scanner was flagged by a detection still inside the
   10-minute rule window when the episode ran. ``nmap_recall`` is the covered share.
 - CTU inbound attacks: every source with >= 20 distinct destination ports
-  (malicious_sources_summary.csv) must get a vertical port-scan detection; and no source
+  (malicious_sources_summary.csv) must get a port-scan detection whose episode met the
+  vertical condition; and no source
   without a Malicious flow (only Benign or Background ones) may get any detection. In this
   data no source has Benign flows only: the victim's own traffic mixes Benign and Background.
 """
@@ -40,7 +41,12 @@ from flows.main import replay_collect  # noqa: E402
 from flows.records import Detection  # noqa: E402
 
 SSH_KINDS = {"ssh_brute_force", "ssh_user_enumeration", "ssh_success_after_failures"}
-SCAN_KINDS = {"port_scan_vertical", "port_scan_horizontal", "ping_sweep"}
+SCAN_KINDS = {"port_scan"}  # one episode per source: ping sweep, horizontal, vertical
+
+
+def scans_of(d: Detection) -> dict[str, int]:
+    """The scan conditions a port_scan detection's episode has met (``vertical`` ...)."""
+    return dict(dict(d.evidence).get("scans", ()))
 
 
 def run(paths: list[Path], fmt: str, year: int | None = None) -> list[Detection]:
@@ -105,7 +111,7 @@ def ctu_eval(folder: Path) -> dict[str, float]:
     conn = folder / "conn.log.labeled"
     dets = run([conn], "zeek")
     alerted = {source_of(d) for d in dets}
-    scanners = {source_of(d) for d in dets if d.kind == "port_scan_vertical"}
+    scanners = {source_of(d) for d in dets if d.kind == "port_scan" and "vertical" in scans_of(d)}
     with (folder / "malicious_sources_summary.csv").open() as fh:
         wide = [r["src"] for r in csv.DictReader(fh) if int(r["n_distinct_dst_ports"]) >= 20]
     labels: dict[str, set[str]] = defaultdict(set)

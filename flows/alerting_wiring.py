@@ -22,14 +22,7 @@ from flows.config import VigilConfig
 from flows.config_alerting import AlertingConfig, RouteConfig, effective_alerting
 from flows.errors import ConfigError
 from sinks.alerting.delivery import Integration, WebhookIntegration
-from sinks.alerting.engine import (
-    AlertEngine,
-    Clock,
-    EventClock,
-    HybridClock,
-    ReceiverOptions,
-    WallClock,
-)
+from sinks.alerting.engine import AlertEngine, Clock, ReceiverOptions
 from sinks.alerting.model import InhibitRule, MaintenanceWindow, Silence, parse_matchers
 from sinks.alerting.outbox import FileOutbox, Outbox, RedisOutbox, RetryPolicy
 from sinks.alerting.routing import Route
@@ -148,15 +141,18 @@ def static_silences(a: AlertingConfig) -> list[Silence]:
     ]
 
 
-def make_clock(kind: str) -> Clock:
-    if kind == "wall":
-        return WallClock()
-    if kind == "event":
-        return EventClock()
-    return HybridClock()
+def is_live(a: AlertingConfig, live_inputs: bool) -> bool:
+    """Whether alert timers follow the wall clock (see ``alerting.clock``)."""
+    if a.clock == "wall":
+        return True
+    if a.clock == "event":
+        return False
+    return live_inputs
 
 
-def make_engine(a: AlertingConfig, *, clock: Clock | None = None) -> AlertEngine:
+def make_engine(
+    a: AlertingConfig, *, clock: Clock | None = None, live: bool = False
+) -> AlertEngine:
     t = a.timing
     return AlertEngine(
         make_route(a),
@@ -180,7 +176,9 @@ def make_engine(a: AlertingConfig, *, clock: Clock | None = None) -> AlertEngine
         keep_firing_for_s=t.keep_firing_for,
         resolved_retention_s=t.resolved_retention,
         templates=Templates(a.templates),
-        clock=clock or make_clock(a.clock),
+        clock=clock,
+        lateness_s=t.lateness,
+        live=live,
         external_url=a.external_url,
     )
 
@@ -304,8 +302,15 @@ def make_service(
     on_alert: Callable[[dict[str, Any]], None] | None = None,
     environ: Mapping[str, str] | None = None,
     clock: Clock | None = None,
+    live: bool = False,
+    finite: bool = False,
 ) -> AlertingService:
-    """The whole pipeline for ``cfg`` (not started)."""
+    """The whole pipeline for ``cfg`` (not started).
+
+    ``live``: some input is live (a followed file, syslog, the bus), so alert timers never
+    fall behind the wall clock; ``finite``: every input ends, and the end of the run lets
+    every episode end and be notified.
+    """
     env = dict(os.environ if environ is None else environ)
     a = alerting_of(cfg)
     store = make_process_store(cfg, env)
@@ -313,7 +318,7 @@ def make_service(
     ob = a.outbox
     audit_file = a.audit.file or str(state_dir(cfg) / "audit.jsonl")
     return AlertingService(
-        make_engine(a, clock=clock),
+        make_engine(a, clock=clock, live=is_live(a, live)),
         store,
         outbox,
         integrations=make_integrations(a, env),
@@ -338,6 +343,7 @@ def make_service(
         drain_timeout_s=ob.drain_timeout,
         am_resend_s=a.alertmanager.resend if a.alertmanager else 60.0,
         reset=a.state.reset,
+        finite=finite,
     )
 
 
@@ -347,6 +353,8 @@ def make_alerting_sink(
     registry: CollectorRegistry = REGISTRY,
     on_alert: Callable[[dict[str, Any]], None] | None = None,
     environ: Mapping[str, str] | None = None,
+    live: bool = False,
+    finite: bool = False,
 ) -> AlertingSink:
     """The bytewax sink every flow's detections go to. Configuration errors (a missing
     required secret, an unreachable folder) surface here, before the flow runs."""
@@ -358,6 +366,8 @@ def make_alerting_sink(
     redis_url(cfg, env)
 
     def factory() -> AlertingService:
-        return make_service(cfg, registry=registry, on_alert=on_alert, environ=env)
+        return make_service(
+            cfg, registry=registry, on_alert=on_alert, environ=env, live=live, finite=finite
+        )
 
     return AlertingSink(factory)

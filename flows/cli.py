@@ -480,6 +480,32 @@ def _demo_yaml() -> dict[str, Any]:
     return dict(yaml.safe_load(text))
 
 
+def replay_state(raw: dict[str, Any], state: str | None) -> dict[str, Any]:
+    """A replay's alert state: a fresh folder (cleared at start) unless ``state`` names a
+    folder or a ``redis://`` URL to reuse. The configuration's Redis is not used unless
+    named: a replay must not touch live alerts. Prints which store it uses."""
+    from flows.alerting_wiring import state_dir
+
+    al = raw.setdefault("alerting", {})
+    st = al.setdefault("state", {})
+    st["redis_url"] = None
+    st["redis_url_env"] = None
+    if state and state.startswith(("redis://", "rediss://", "unix://")):
+        st["redis_url"], st["reset"] = state, False
+        print(f"alert state: Redis {state.split('@')[-1]} (reused)", file=sys.stderr)
+    elif state:
+        st["dir"], st["reset"] = state, False
+        print(f"alert state: {state} (reused)", file=sys.stderr)
+    else:
+        st["reset"] = True
+        cfg = parse_config(raw)
+        print(f"alert state: {state_dir(cfg)} (fresh; --state DIR keeps one)", file=sys.stderr)
+        f = cfg.alerts.file
+        if f and f != "-" and Path(f).exists():
+            Path(f).unlink()  # fresh state, fresh alerts: no lines left from an older run
+    return raw
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.to:  # producer mode: into the bus, no flow
         from flows.cli_bus import replay_to_bus
@@ -496,7 +522,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.webhook:
         alerts = alerts.model_copy(update={"webhook": WebhookConfig(url=args.webhook)})
     cfg = base.model_copy(update={"security": sec, "alerts": alerts})
-    cfg = parse_config(cfg.model_dump())  # re-validate the combination
+    cfg = parse_config(replay_state(cfg.model_dump(), args.state))  # re-validate
     summary = run_flows(cfg, workers=args.workers)
     print(json.dumps({"summary": summary}), file=sys.stderr)
     return 0
@@ -617,6 +643,12 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("--alerts", help="alerts JSON-lines file ('-' for stdout)")
     rp.add_argument("--webhook", help="POST alerts to this URL")
     rp.add_argument("--workers", "-w", type=int, default=1)
+    rp.add_argument(
+        "--state",
+        metavar="DIR",
+        help="reuse the alert state in DIR or at a redis:// URL (default: a fresh state "
+        "beside the alerts file)",
+    )
     rp.add_argument(
         "--to", metavar="URL", help="write the lines into the bus at redis://HOST:PORT/DB instead"
     )

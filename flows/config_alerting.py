@@ -109,6 +109,19 @@ class InhibitRuleConfig(Frozen):
     _m = field_validator("source_matchers", "target_matchers")(_matchers)
 
 
+#: While an attack fires in a log source, that log source's volume anomaly is its echo.
+DEFAULT_INHIBIT_RULES = (
+    InhibitRuleConfig(
+        source_matchers=(
+            "feed=security",
+            'alertname=~"ssh_.*|port_scan.*|ping_sweep|web_scan"',
+        ),
+        target_matchers=("feed=security", "alertname=volume_anomaly"),
+        equal=("log_source",),
+    ),
+)
+
+
 class SilenceConfig(Frozen):
     """A silence from the configuration (operators add more with ``vigil silence add``)."""
 
@@ -193,7 +206,14 @@ class TimingConfig(Frozen):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     for_: Duration = Field(default=0.0, alias="for")
-    keep_firing_for: Duration = 300.0
+    keep_firing_for: Duration = Field(
+        default=300.0, description="hold of a detection that states none of its own"
+    )
+    lateness: Duration = Field(
+        default=10.0,
+        description="alert timers stay this far behind each feed's event time, for inputs "
+        "not quite in time order",
+    )
     resolved_retention: Duration = 86400.0
     group_wait: Duration = 30.0
     group_interval: Duration = 300.0
@@ -247,7 +267,11 @@ class AuditConfig(Frozen):
 class AlertingConfig(Frozen):
     """Settings of the alerting pipeline every flow's detections go through."""
 
-    clock: Literal["hybrid", "wall", "event"] = "hybrid"
+    clock: Literal["auto", "hybrid", "wall", "event"] = Field(
+        default="auto",
+        description="auto: follow the wall clock when an input is live; event: never "
+        "(replays); wall: always; hybrid: old name of auto",
+    )
     state: StateConfig = StateConfig()
     timing: TimingConfig = TimingConfig()
     labels: tuple[str, ...] = Field(
@@ -256,7 +280,11 @@ class AlertingConfig(Frozen):
     )
     receivers: tuple[ReceiverConfig, ...] = ()
     route: RouteConfig | None = None
-    inhibit_rules: tuple[InhibitRuleConfig, ...] = ()
+    inhibit_rules: tuple[InhibitRuleConfig, ...] = Field(
+        default=DEFAULT_INHIBIT_RULES,
+        description="default: a volume anomaly of a log source is muted while an attack "
+        "alert of the same log source fires (it explains the surge)",
+    )
     silences: tuple[SilenceConfig, ...] = ()
     maintenance_windows: tuple[MaintenanceWindowConfig, ...] = ()
     templates: dict[str, dict[str, dict[str, str]]] = Field(default_factory=dict)
@@ -298,6 +326,10 @@ class AlertingConfig(Frozen):
         return self
 
 
+#: What the default route groups by (the README says so too; a test compares them).
+DEFAULT_GROUP_BY = ("feed", "entity")
+
+
 def _walk(route: RouteConfig) -> list[RouteConfig]:
     out = [route]
     for child in route.routes:
@@ -309,8 +341,9 @@ def effective_alerting(alerting: AlertingConfig, legacy_webhook: Any | None) -> 
     """``alerting`` with the ``alerts.webhook`` simple case folded in.
 
     A legacy webhook becomes a receiver named ``default`` (unless one exists); with no
-    route, the root route (one group per alert: ``alertname``, ``feed``, ``entity``, so
-    each alert gets its own notification and its own resolve, as before) goes to
+    route, the root route (one group per ``feed`` and ``entity``: one notification for
+    everything one attacking source does, however many ports, hosts or behaviours; one per
+    series, agency or story in the other feeds) goes to
     ``default`` when it exists, else to the first receiver, else to ``null`` (alerts are tracked and
     written to the alerts file, not delivered).
     """
@@ -338,5 +371,5 @@ def effective_alerting(alerting: AlertingConfig, legacy_webhook: Any | None) -> 
             if legacy_webhook is not None
             else (alerting.receivers[0].name if alerting.receivers else "null")
         )
-        route = RouteConfig(receiver=first, group_by=("alertname", "feed", "entity"))
+        route = RouteConfig(receiver=first, group_by=DEFAULT_GROUP_BY)
     return alerting.model_copy(update={"receivers": tuple(receivers), "route": route})

@@ -36,7 +36,7 @@ from flows.config import (
 )
 from flows.errors import ConfigError
 from flows.parsers import LineParser
-from flows.records import DeadLetter, Detection, RawLine
+from flows.records import DeadLetter, Detection, RawLine, Watermark
 from sinks.jsonl import open_append
 from sinks.prometheus import FlowMetrics, MetricsSink
 from sources.files import FileTailSource
@@ -204,7 +204,7 @@ class FlowIO:
 
 
 class Attached(Protocol):
-    detections: Stream[Detection]
+    detections: Stream[Detection | Watermark]
     dead: Stream[DeadLetter]
 
 
@@ -234,13 +234,34 @@ def available_flows() -> list[str]:
     return out
 
 
+def input_liveness(cfg: VigilConfig, names: Sequence[str]) -> tuple[bool, bool]:
+    """(live, finite) of the inputs of the named flows.
+
+    ``live``: some input delivers data as it happens (a followed file, syslog, the bus,
+    Kafka, RSS or HTTP polling), so alert timers follow the wall clock too; ``finite``:
+    every input ends (replays, files read once), so the end of the run ends every episode.
+    """
+    live = False
+    finite = True
+    for name in names:
+        section = getattr(cfg, name, None)
+        for inp in getattr(section, "inputs", ()) or ():
+            kind = getattr(inp, "kind", "")
+            if kind == "replay" or (kind == "file" and not getattr(inp, "follow", False)):
+                continue
+            live, finite = True, False
+    return live, finite
+
+
 def make_alert_sink(
     cfg: VigilConfig,
     *,
     registry: CollectorRegistry,
     on_alert: Callable[[dict[str, Any]], None] | None,
     environ: Mapping[str, str],
-) -> Sink[Detection]:
+    live: bool = False,
+    finite: bool = False,
+) -> Sink[Detection | Watermark]:
     """The sink every flow's detections go to: the alerting pipeline (sinks/alerting).
 
     Detections become alerts (lifecycle, grouping, routing, silences, inhibition), each
@@ -250,7 +271,9 @@ def make_alert_sink(
     """
     from flows.alerting_wiring import make_alerting_sink
 
-    return make_alerting_sink(cfg, registry=registry, on_alert=on_alert, environ=environ)
+    return make_alerting_sink(
+        cfg, registry=registry, on_alert=on_alert, environ=environ, live=live, finite=finite
+    )
 
 
 def build_flows(
@@ -273,7 +296,7 @@ def build_flows(
         environ=env,
     )
     flow = Dataflow("vigil")
-    dets: list[Stream[Detection]] = []
+    dets: list[Stream[Detection | Watermark]] = []
     dead: list[Stream[DeadLetter]] = []
     for name in names:
         target = FLOWS.get(name)
@@ -293,10 +316,13 @@ def build_flows(
         Path(cfg.dead_letters.file).parent.mkdir(parents=True, exist_ok=True)
     all_dets = dets[0] if len(dets) == 1 else op.merge("all_detections", *dets)
     all_dead = dead[0] if len(dead) == 1 else op.merge("all_dead", *dead)
+    live, finite = input_liveness(cfg, names)
     op.output(
         "alerts_out",
         all_dets,
-        make_alert_sink(cfg, registry=registry, on_alert=on_alert, environ=env),
+        make_alert_sink(
+            cfg, registry=registry, on_alert=on_alert, environ=env, live=live, finite=finite
+        ),
     )
     op.output("dead_out", all_dead, DeadLetterSink(cfg.dead_letters.file))
     return flow, io

@@ -139,7 +139,7 @@ class Detection:
     Parameters
     ----------
     kind
-        Detection kind, e.g. ``"ssh_brute_force"``, ``"port_scan_vertical"``.
+        Detection kind, e.g. ``"ssh_brute_force"``, ``"port_scan"``.
     entity
         What it is about (a source IP, a series, an agency). Never personal data.
     severity
@@ -156,6 +156,31 @@ class Detection:
         Which flow produced it (``"security"``, ``"indicators"`` ...).
     expected, lower, upper
         For baseline detectors: the expected value and band.
+    start
+        Event time at which the episode this detection belongs to began (the condition was
+        first met). ``None``: this detection starts it (``ts``). Alerting gives one alert per
+        episode, with ``startsAt`` = ``start``.
+    hold_s
+        How long the episode holds after ``ts`` without new evidence (the rule's window, or
+        the detector's own notion). ``0``: ``window_s``, else the alerting default. The alert
+        resolves when its feed's event time passes ``ts + hold_s`` with no newer
+        detection, and ``endsAt`` is that time.
+    start_value
+        The measured value when the episode began (``None``: ``observed``).
+    peak, peak_ts
+        The highest value of the episode so far and when it was measured.
+    first_seen
+        Event time of the first evidence counted towards the episode (may precede
+        ``start``: the failures that led up to a brute force).
+    evidence
+        A bounded sample of what was involved: ``(name, ((item, count), ...))`` pairs,
+        at most 10 items each, largest counts first (``("ports", (("22/tcp", 41), ...))``).
+    clock
+        The event-time domain the detection belongs to (``"security/ssh"``): alert timers
+        of one domain run on that domain's event time only, so feeds and log sources of
+        different eras never move each other's clocks. ``""``: the feed's own domain.
+    log_source
+        The log source (parser format or input) the evidence came from.
     """
 
     kind: str
@@ -172,11 +197,58 @@ class Detection:
     lower: float | None = None
     upper: float | None = None
     extra: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+    start: float | None = None
+    hold_s: float = 0.0
+    start_value: float | None = None
+    peak: float | None = None
+    peak_ts: float | None = None
+    first_seen: float | None = None
+    evidence: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = ()
+    clock: str = ""
+    log_source: str = ""
 
     @property
     def fingerprint_key(self) -> str:
         """Identity of the condition: the same kind on the same entity is the same alert."""
         return f"{self.feed}:{self.kind}:{self.entity}"
+
+    @property
+    def episode_start(self) -> float:
+        """When the episode began (``start``, else ``ts``)."""
+        return self.ts if self.start is None else self.start
+
+    @property
+    def domain(self) -> str:
+        """The event-time domain of this detection (``clock``, else the feed)."""
+        return self.clock or self.feed
+
+    @property
+    def is_update(self) -> bool:
+        """Whether this detection updates an episode that began earlier."""
+        return self.start is not None and self.ts > self.start
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Progress of one producer of detections in one event-time domain.
+
+    ``producer`` promises that every detection it emits from now on for ``clock`` has an
+    event time of at least ``ts`` (less the alerting lateness, for inputs that are not in
+    time order). Alerting advances a domain's clock to the smallest promise of its
+    producers, so its timers (``for``, resolve, group waits) fire at the same event times
+    whether the data is replayed at full speed, paced, or arrives live.
+
+    ``of`` is how many producers the clock has: until each has made a promise, the clock
+    does not move (a producer that has not spoken yet may still emit old detections).
+
+    >>> Watermark("security/ssh", "rules/3", 1.5e9, of=17)
+    Watermark(clock='security/ssh', producer='rules/3', ts=1500000000.0, of=17)
+    """
+
+    clock: str
+    producer: str
+    ts: float
+    of: int = 0
 
 
 @dataclass(slots=True)
@@ -188,7 +260,8 @@ class Tally:
     events that arrived behind the watermark (they are still processed).
     ``buckets`` maps a dataset to a tumbling-window start to per-series counts
     (``"events"``, ``"auth_failures"``, ``"connections"``, ``"http_errors"``), for the
-    volume baselines.
+    volume baselines; ``sources`` the same per source address (an anomaly's top
+    contributors).
     """
 
     step: str
@@ -197,6 +270,7 @@ class Tally:
     late: int = 0
     buckets: dict[str, dict[float, dict[str, int]]] = field(default_factory=dict)
     gauges: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, dict[float, dict[str, int]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

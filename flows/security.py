@@ -35,7 +35,15 @@ from flows.config import SecurityConfig
 from flows.config import SecurityRules as RulesConfig
 from flows.config_detectors import make_detector
 from flows.parsers import LineParser
-from flows.records import DeadLetter, Detection, RawLine, SecurityEvent, SeriesPoint, Tally
+from flows.records import (
+    DeadLetter,
+    Detection,
+    RawLine,
+    SecurityEvent,
+    SeriesPoint,
+    Tally,
+    Watermark,
+)
 from flows.windows import SlidingCount, SlidingDistinct
 
 FEED = "security"
@@ -64,6 +72,66 @@ def _decay(value: float, last_ts: float, ts: float, tau: float) -> float:
 
 def _fmt_n(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:.2f}"
+
+
+def _auth_evidence(ep: _Episode, ev: SecurityEvent) -> None:
+    if ev.user_name is not None:
+        ep.count("users", ev.user_name)
+    if ev.host_name is not None:
+        ep.count("hosts", ev.host_name)
+
+
+def _seed_auth(ep: _Episode, src: _Source, ev: SecurityEvent, n: float) -> None:
+    """What led up to a brute force: the user names tried in the window (counted once
+    each, or the failures under this event's name when no names were kept)."""
+    if src.users is not None and len(src.users):
+        _seed_keys(ep, "users", src.users)
+        if ev.host_name is not None:
+            ep.count("hosts", ev.host_name, int(n))
+    else:
+        for _ in range(int(n)):
+            _auth_evidence(ep, ev)
+
+
+def _seed_keys(ep: _Episode, name: str, d: SlidingDistinct) -> None:
+    for k in d.exact_values():
+        ep.count(name, str(k))
+
+
+def _probe_evidence(ep: _Episode, dst: str, port: int, proto: str) -> None:
+    ep.count("ports", f"{port}/{proto}")
+    ep.count("hosts", dst)
+
+
+def _seed_ports(
+    ep: _Episode, table: dict[str, SlidingDistinct] | None, dst: str, proto: str
+) -> None:
+    """A vertical scan's start: the distinct ports probed on the host in the window."""
+    d = (table or {}).get(dst)
+    if d is None:
+        return
+    for port in d.exact_values():
+        ep.count("ports", f"{port}/{proto}")
+    ep.count("hosts", dst, len(d))
+
+
+def _seed_hosts(
+    ep: _Episode, table: dict[int, SlidingDistinct] | None, port: int, proto: str
+) -> None:
+    """A horizontal scan's start: the distinct hosts probed on the port in the window."""
+    d = (table or {}).get(port)
+    if d is None:
+        return
+    for host in d.exact_values():
+        ep.count("hosts", str(host))
+    ep.count("ports", f"{port}/{proto}", len(d))
+
+
+def _web_evidence(ep: _Episode, ev: SecurityEvent) -> None:
+    if ev.url_path is not None:
+        ep.count("paths", f"{ev.url_path} {ev.http_status or '-'}")
+    if ev.http_status is not None:
+        ep.count("status", str(ev.http_status))
 
 
 class _Source:
@@ -96,8 +164,8 @@ class _Source:
         self.icmp_hosts: SlidingDistinct | None = None
         self.not_found: SlidingCount | None = None
         self.paths: SlidingDistinct | None = None
-        # (kind, sub-entity) of conditions currently above threshold: edge-triggered alerts.
-        self.active: dict[tuple[str, str], float] | None = None
+        # (kind, sub-entity) -> the episode in progress (see _Episode).
+        self.active: dict[tuple[str, str], _Episode] | None = None
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -105,6 +173,87 @@ class _Source:
     def __setstate__(self, st: tuple[Any, ...]) -> None:
         for s, v in zip(self.__slots__, st, strict=True):
             setattr(self, s, v)
+
+
+_EVIDENCE_ITEMS = 64  # distinct items counted per evidence list; the rest count as "other"
+_EVIDENCE_TOP = 10  # items an alert shows per list
+
+
+class _Episode:
+    """One attack episode of one source: from the moment a rule's condition was first met
+    while evidence keeps coming within the rule's window (its *hold*).
+
+    ``last_emit`` is the event time of the last detection emitted for it: alerting ends
+    the episode ``hold`` after that, so the rules end it there too (an episode's evidence is
+    reported at most every ``refresh_s``; its end can be that much early, never late).
+    """
+
+    __slots__ = (
+        "evidence",
+        "first_seen",
+        "hold",
+        "last_emit",
+        "peak",
+        "peak_ts",
+        "scans",
+        "start",
+        "start_value",
+        "targets",
+    )
+
+    def __init__(self, ts: float, value: float, first_seen: float, hold: float = 0.0) -> None:
+        self.hold = hold
+        self.scans: dict[str, float] = {}  # port scans: condition -> largest count
+        # port scans: (condition, host or port) met -> when it was last reported
+        self.targets: dict[tuple[str, str], float] | None = None
+        self.start = ts
+        self.start_value = value
+        self.peak = value
+        self.peak_ts = ts
+        self.last_emit = ts
+        self.first_seen = first_seen
+        self.evidence: dict[str, dict[str, int]] = {}
+
+    def count(self, name: str, item: str, n: int = 1) -> None:
+        c = self.evidence.get(name)
+        if c is None:
+            c = self.evidence[name] = {}
+        if item in c or len(c) < _EVIDENCE_ITEMS:
+            c[item] = c.get(item, 0) + n
+        else:
+            c["other"] = c.get("other", 0) + n
+
+    def top(self) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
+        out = tuple(
+            (name, tuple(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:_EVIDENCE_TOP]))
+            for name, c in self.evidence.items()
+        )
+        if self.scans:
+            out += (("scans", tuple((k, int(v)) for k, v in self.scans.items())),)
+        return out
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, st: tuple[Any, ...]) -> None:
+        for s, v in zip(self.__slots__, st, strict=True):
+            setattr(self, s, v)
+
+
+Evidence = Callable[[_Episode], None]
+
+
+@dataclass(slots=True)
+class _Hit:
+    """A scan condition met by one event: which, its count, its rule and texts."""
+
+    scan: str
+    n: float
+    rule: _RuleLike
+    threshold: float
+    text: Callable[[], tuple[str, str]]
+    seed: Evidence
+    target: str = ""  # the host of a vertical scan, the port of a horizontal one
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +293,7 @@ class SecurityRules:
         self.rules = rules
         self.refresh_s = refresh_s
         self._ts = 0.0
+        self._ds = ""
         self.max_sources = max_sources
         self._sources: dict[str, _Source] = {}
         self._max_ts = -math.inf
@@ -192,6 +342,7 @@ class SecurityRules:
             if ip is None:
                 continue
             ts = self._ts = ev.ts
+            self._ds = ev.dataset
             if ts > max_ts:
                 max_ts = ts
             src = sources.get(ip)
@@ -235,23 +386,45 @@ class SecurityRules:
         threshold: float,
         text: Callable[[], tuple[str, str]],
         extra: tuple[tuple[str, str], ...] = (),
+        seed: Evidence | None = None,
+        evidence: Evidence | None = None,
+        is_evidence: bool = True,
+        first_seen: float | None = None,
     ) -> None:
-        """Emit when a condition becomes true, then again at most every ``refresh_s`` of event
-        time while it still holds (so alerting keeps it firing and can resolve it once the
-        refreshes stop); re-arm when it clears. ``text`` gives (summary, description) and
-        runs only when a detection is emitted."""
+        """Episodes: emit when the condition is first met (``seed`` fills the evidence of
+        what led up to it); while the episode lasts, every event that ``is_evidence`` (and
+        ``evidence`` counts) extends it, reported at most every ``refresh_s`` of event time.
+        The episode ends ``window_s`` after its last report; only then can the condition
+        start a new one. ``text`` gives (summary, description) and runs only when a
+        detection is emitted, so a start states the value at the start."""
         act = src.active
         key = (kind, sub)
-        if hit:
+        ts = self._ts
+        ep = act.get(key) if act is not None else None
+        if ep is not None and ts > ep.last_emit + ep.hold:
+            del act[key]  # type: ignore[union-attr]
+            ep = None
+        if ep is None:
+            if not hit:
+                return
             if act is None:
                 act = src.active = {}
-            last = act.get(key)
-            ts = self._ts
-            if last is None or ts - last >= self.refresh_s:
-                act[key] = ts
-                self._emit(out, kind, entity, rule, n, threshold, text, extra)
-        elif act is not None and key in act:
-            del act[key]
+            ep = act[key] = _Episode(
+                ts, n, ts if first_seen is None else min(first_seen, ts), rule.window_s
+            )
+            if seed is not None:
+                seed(ep)
+            self._emit(out, kind, entity, rule, n, threshold, text, extra, ep)
+            return
+        if not is_evidence:
+            return
+        if evidence is not None:
+            evidence(ep)
+        if n > ep.peak:
+            ep.peak, ep.peak_ts = n, ts
+        if ts - ep.last_emit >= self.refresh_s:
+            ep.last_emit = ts
+            self._emit(out, kind, entity, rule, n, threshold, text, extra, ep)
 
     def _emit(
         self,
@@ -263,8 +436,10 @@ class SecurityRules:
         threshold: float,
         text: Callable[[], tuple[str, str]],
         extra: tuple[tuple[str, str], ...] = (),
+        ep: _Episode | None = None,
     ) -> None:
         summary, description = text()
+        ds = self._ds
         out.append(
             Detection(
                 kind=kind,
@@ -277,6 +452,15 @@ class SecurityRules:
                 summary=summary,
                 description=description,
                 extra=extra,
+                start=ep.start if ep is not None else None,
+                hold_s=ep.hold if ep is not None and ep.hold else rule.window_s,
+                start_value=ep.start_value if ep is not None else None,
+                peak=ep.peak if ep is not None else None,
+                peak_ts=ep.peak_ts if ep is not None else None,
+                first_seen=ep.first_seen if ep is not None else None,
+                evidence=ep.top() if ep is not None else (),
+                clock=f"{FEED}/{ds}" if ds else "",
+                log_source=ds,
             )
         )
 
@@ -342,6 +526,9 @@ class SecurityRules:
                         rule=bf,
                         n=n,
                         threshold=bf.failures,
+                        seed=lambda ep: _seed_auth(ep, src, ev, n),
+                        evidence=lambda ep: _auth_evidence(ep, ev),
+                        first_seen=ts - bf.window_s if n > 1 else ts,
                         text=lambda: (
                             f"SSH brute force from {ip}",
                             f"{n} authentication failures from {ip} within "
@@ -354,6 +541,8 @@ class SecurityRules:
             n = self._count_within(src.fails, ts, cr.window_s)
             user = f" as {ev.user_name}" if ev.user_name else ""
             if n >= cr.failures:  # every such login matters: no repeat limit
+                ep = _Episode(ts, n, ts)
+                _auth_evidence(ep, ev)
                 self._emit(
                     out,
                     "ssh_success_after_failures",
@@ -366,6 +555,7 @@ class SecurityRules:
                         f"successful login{user} from {ip} after {n} authentication failures "
                         f"within {_fmt_n(cr.window_s)} s (threshold {cr.failures})",
                     ),
+                    ep=ep,
                 )
 
     @staticmethod
@@ -394,6 +584,8 @@ class SecurityRules:
                 rule=ue,
                 n=n,
                 threshold=ue.distinct_users,
+                seed=lambda ep: _seed_keys(ep, "users", users),
+                evidence=lambda ep: ep.count("users", str(ev.user_name)),
                 text=lambda: (
                     f"User enumeration from {ip}",
                     f"{n} distinct user names tried from {ip} within {_fmt_n(ue.window_s)} s "
@@ -418,22 +610,24 @@ class SecurityRules:
                 hosts = src.icmp_hosts = SlidingDistinct(ps.window_s, 2 * ps.hosts)
             hosts.add(dst, ts)
             n = hosts.count(ts)
-            if n >= ps.hosts or src.active:  # else nothing to fire or clear
-                self._fire(
-                    src,
-                    out,
-                    kind="ping_sweep",
-                    hit=n >= ps.hosts,
-                    entity=ip,
-                    rule=ps,
-                    n=n,
-                    threshold=ps.hosts,
-                    text=lambda: (
-                        f"Ping sweep from {ip}",
-                        f"ICMP probes from {ip} to {n} distinct hosts within "
-                        f"{_fmt_n(ps.window_s)} s (threshold {ps.hosts})",
-                    ),
+            if n >= ps.hosts or src.active:  # else nothing to fire or extend
+                hit = (
+                    _Hit(
+                        "ping_sweep",
+                        n,
+                        ps,
+                        ps.hosts,
+                        lambda: (
+                            f"Ping sweep from {ip}",
+                            f"ICMP probes from {ip} to {n} distinct hosts within "
+                            f"{_fmt_n(ps.window_s)} s (threshold {ps.hosts})",
+                        ),
+                        lambda ep: _seed_keys(ep, "hosts", hosts),
+                    )
+                    if n >= ps.hosts
+                    else None
                 )
+                self._scan(ip, src, out, [hit] if hit else [], lambda ep: ep.count("hosts", dst))
             return
         # Share of failed connections, exponentially decayed over the scan window: a
         # scanner's probes mostly fail, a busy client's connections mostly succeed.
@@ -443,53 +637,136 @@ class SecurityRules:
         port = ev.destination_port
         if not failed or port is None:
             return
+        proto = ev.transport or "tcp"
         mostly_failed = src.conn_balance > 0
+        hits: list[_Hit] = []
         vs = r.vertical_scan
         if vs.enabled:
             if src.ports_by_host is None:
                 src.ports_by_host = {}
             n = self._distinct_in(src.ports_by_host, dst, port, ts, vs.window_s, 2 * vs.ports)
-            if (n >= vs.ports and mostly_failed) or src.active:  # else nothing to fire or clear
-                self._fire(
-                    src,
-                    out,
-                    kind="port_scan_vertical",
-                    sub=dst,
-                    hit=n >= vs.ports and mostly_failed,
-                    entity=f"{ip}>{dst}",
-                    rule=vs,
-                    n=n,
-                    threshold=vs.ports,
-                    extra=(("source_ip", ip), ("destination_ip", dst)),
-                    text=lambda: (
-                        f"Vertical port scan of {dst} from {ip}",
-                        f"{n} distinct ports on {dst} probed by {ip} without an answer "
-                        f"within {_fmt_n(vs.window_s)} s (threshold {vs.ports})",
-                    ),
+            if n >= vs.ports and mostly_failed:
+                hits.append(
+                    _Hit(
+                        "vertical",
+                        n,
+                        vs,
+                        vs.ports,
+                        lambda: (
+                            f"Vertical port scan of {dst} from {ip}",
+                            f"{n} distinct ports on {dst} probed by {ip} without an answer "
+                            f"within {_fmt_n(vs.window_s)} s (threshold {vs.ports})",
+                        ),
+                        lambda ep: _seed_ports(ep, src.ports_by_host, dst, proto),
+                        dst,
+                    )
                 )
         hs = r.horizontal_scan
         if hs.enabled:
             if src.hosts_by_port is None:
                 src.hosts_by_port = {}
             m = self._distinct_in(src.hosts_by_port, port, dst, ts, hs.window_s, 2 * hs.hosts)
-            if (m >= hs.hosts and mostly_failed) or src.active:  # else nothing to fire or clear
-                self._fire(
-                    src,
-                    out,
-                    kind="port_scan_horizontal",
-                    sub=str(port),
-                    hit=m >= hs.hosts and mostly_failed,
-                    entity=f"{ip}>*:{port}",
-                    rule=hs,
-                    n=m,
-                    threshold=hs.hosts,
-                    extra=(("source_ip", ip), ("destination_port", str(port))),
-                    text=lambda: (
-                        f"Horizontal scan of port {port} from {ip}",
-                        f"port {port} probed on {m} distinct hosts by {ip} without an answer "
-                        f"within {_fmt_n(hs.window_s)} s (threshold {hs.hosts})",
-                    ),
+            if m >= hs.hosts and mostly_failed:
+                hits.append(
+                    _Hit(
+                        "horizontal",
+                        m,
+                        hs,
+                        hs.hosts,
+                        lambda: (
+                            f"Horizontal scan of port {port} from {ip}",
+                            f"port {port} probed on {m} distinct hosts by {ip} without an "
+                            f"answer within {_fmt_n(hs.window_s)} s (threshold {hs.hosts})",
+                        ),
+                        lambda ep: _seed_hosts(ep, src.hosts_by_port, port, proto),
+                        str(port),
+                    )
                 )
+        if hits or src.active:  # else nothing to fire or extend
+            self._scan(ip, src, out, hits, lambda ep: _probe_evidence(ep, dst, port, proto))
+
+    def _scan(
+        self,
+        ip: str,
+        src: _Source,
+        out: list[Detection],
+        hits: list[_Hit],
+        evidence: Evidence,
+    ) -> None:
+        """One ``port_scan`` episode per source, whatever mix of ping sweep, horizontal and
+        vertical scanning it is: it starts with the first condition met, holds for the
+        longest window among the conditions met so far, and every unanswered probe or ping
+        extends it. A condition met for the first time in the episode (a new host scanned
+        vertically, a new port horizontally) is reported at once; the ``scans`` evidence
+        lists each kind of scan with its largest count."""
+        act = src.active
+        key = ("port_scan", "")
+        ts = self._ts
+        ep = act.get(key) if act is not None else None
+        if ep is not None and ts > ep.last_emit + ep.hold:
+            del act[key]  # type: ignore[union-attr]
+            ep = None
+        if ep is None:
+            if not hits:
+                return
+            first = hits[0]
+            if act is None:
+                act = src.active = {}
+            ep = act[key] = _Episode(ts, first.n, ts)
+            ep.hold = max(h.rule.window_s for h in hits)
+            ep.targets = {(h.scan, h.target): ts for h in hits}
+            for h in hits:
+                ep.scans[h.scan] = h.n
+                h.seed(ep)
+            self._emit_scan(out, ip, first, ep)
+            return
+        evidence(ep)
+        news = False
+        if ep.targets is None:
+            ep.targets = {}
+        targets = ep.targets
+        for h in hits:
+            if h.scan not in ep.scans:
+                ep.hold = max(ep.hold, h.rule.window_s)
+            tk = (h.scan, h.target)
+            last = targets.get(tk)
+            # A host or port newly over its threshold, or one not reported for refresh_s:
+            # report it now (as an update of the source's one alert).
+            if (last is None and len(targets) < _MAX_TARGETS) or (
+                last is not None and ts - last >= self.refresh_s
+            ):
+                news = True
+                targets[tk] = ts
+            if h.n > ep.scans.get(h.scan, 0):
+                ep.scans[h.scan] = h.n
+        if hits and hits[0].n > ep.peak:
+            ep.peak, ep.peak_ts = hits[0].n, ts
+        if news or ts - ep.last_emit >= self.refresh_s:
+            ep.last_emit = ts
+            self._emit_scan(out, ip, hits[0] if hits else None, ep)
+
+    def _emit_scan(self, out: list[Detection], ip: str, hit: _Hit | None, ep: _Episode) -> None:
+        if hit is None:
+            scans = ", ".join(f"{k} {_fmt_n(v)}" for k, v in ep.scans.items())
+            hit = _Hit(
+                next(iter(ep.scans)),
+                ep.peak,
+                self.rules.vertical_scan,
+                0,
+                lambda: (f"Port scan from {ip}", f"{ip} still probing ({scans})"),
+                lambda ep: None,
+            )
+        self._emit(
+            out,
+            "port_scan",
+            ip,
+            hit.rule,
+            hit.n,
+            hit.threshold,
+            hit.text,
+            (("source_ip", ip), ("scan", hit.scan)),
+            ep,
+        )
 
     def _http(self, ip: str, src: _Source, ev: SecurityEvent, out: list[Detection]) -> None:
         ws = self.rules.web_scan
@@ -526,6 +803,9 @@ class SecurityRules:
                 rule=ws,
                 n=n404 if by_404 else n_paths,
                 threshold=ws.not_found if by_404 else ws.distinct_paths,
+                seed=lambda ep: _web_evidence(ep, ev),
+                evidence=lambda ep: _web_evidence(ep, ev),
+                is_evidence=status >= 400 or hit,
                 text=lambda: (
                     f"Web scanning from {ip}",
                     f"{n404} HTTP 404 responses and {n_paths} distinct paths for {ip} within "
@@ -536,13 +816,21 @@ class SecurityRules:
 
 
 # ====================================================================== volume baseline
+#: A volume episode holds this many windows after its last anomalous one: one normal
+#: window inside a surge does not end it (which would page twice for one surge).
+_VOLUME_HOLD_WINDOWS = 3
+_TOP_SOURCES = 50  # contributors kept per open window
+
+
 @dataclass(frozen=True, slots=True)
 class VolumeSnapshot:
     open_buckets: tuple[tuple[float, tuple[tuple[str, int], ...]], ...]
     next_bucket: float | None
     detectors: tuple[tuple[str, Any], ...]  # (series, detector snapshot)
-    active: tuple[str, ...]
+    #: (series, start, value at start, peak, peak time, last anomalous window end)
+    active: tuple[tuple[str, float, float, float, float, float], ...]
     dataset: str = ""
+    tops: tuple[tuple[float, tuple[tuple[str, int], ...]], ...] = ()
 
 
 class VolumeBaseline:
@@ -550,7 +838,10 @@ class VolumeBaseline:
 
     Tallies from any number of workers are summed per window; a window is closed once the
     newest window seen is ``allowed_lateness_s`` past its end. Windows with no events count
-    as zero, so a feed that drops is noticed too.
+    as zero, so a feed that drops is noticed too. An anomaly is an episode: it starts at
+    the first anomalous window, holds ``_VOLUME_HOLD_WINDOWS`` windows past the last one,
+    and names the window's top contributing sources. Series that measure the same thing in
+    a log source (every Zeek event is a connection) raise one alert, naming both.
     """
 
     def __init__(
@@ -563,12 +854,14 @@ class VolumeBaseline:
         self.rule = vr
         self.tumbling_s = cfg.tumbling_s
         self.lateness = cfg.allowed_lateness_s
+        self.hold_s = _VOLUME_HOLD_WINDOWS * cfg.tumbling_s
         d = vr.detector
         self._factory = detector_factory or (lambda: make_detector(d))
         self._open: dict[float, dict[str, int]] = {}
+        self._tops: dict[float, dict[str, int]] = {}
         self._next: float | None = None  # start of the first window not yet closed
         self._dets: dict[str, Detector[Any]] = {}
-        self._active: set[str] = set()
+        self._episodes: dict[str, list[float]] = {}  # series -> start, v0, peak, peak_ts, last
         self.dataset = ""  # series are named "<dataset>.<series>"
 
     def snapshot(self) -> VolumeSnapshot:
@@ -576,8 +869,9 @@ class VolumeBaseline:
             tuple((b, tuple(c.items())) for b, c in self._open.items()),
             self._next,
             tuple((k, d.snapshot()) for k, d in self._dets.items()),
-            tuple(sorted(self._active)),
+            tuple((k, *v) for k, v in sorted(self._episodes.items())),  # type: ignore[misc]
             self.dataset,
+            tuple((b, tuple(c.items())) for b, c in self._tops.items()),
         )
 
     def restore(self, s: VolumeSnapshot) -> None:
@@ -587,8 +881,25 @@ class VolumeBaseline:
             det = self._factory()
             det.restore(st)
             self._dets[k] = det
-        self._active = set(s.active)
+        self._episodes = {a[0]: list(a[1:]) for a in s.active}
         self.dataset = s.dataset
+        self._tops = {b: dict(c) for b, c in s.tops}
+
+    def promise(self) -> float | None:
+        """No detection from now on ends before this (the end of the first open window)."""
+        return None if self._next is None else self._next + self.tumbling_s
+
+    def add_sources(self, tops: dict[float, dict[str, int]]) -> None:
+        """Count events per source address per window (for an anomaly's contributors)."""
+        for b, c in tops.items():
+            if self._next is not None and b < self._next:
+                continue
+            tgt = self._tops.setdefault(b, {})
+            for k, v in c.items():
+                tgt[k] = tgt.get(k, 0) + v
+            if len(tgt) > 4 * _TOP_SOURCES:
+                keep = sorted(tgt.items(), key=lambda kv: -kv[1])[:_TOP_SOURCES]
+                self._tops[b] = dict(keep)
 
     def add(
         self, buckets: dict[float, dict[str, int]], dataset: str = ""
@@ -633,8 +944,10 @@ class VolumeBaseline:
                 # thousands of empty windows; resume at the next window with data.
                 self._next = upcoming
                 continue
-            self._score(b, counts or {}, out, latest)
+            self._score(b, counts or {}, self._tops.pop(b, {}), out, latest)
             self._next = b + step
+        for b in [b for b in self._tops if b < self._next]:
+            del self._tops[b]
         prefix = self.dataset
         for series, (end, x, e) in latest.items():
             name = f"{prefix}.{series}" if prefix else series
@@ -645,12 +958,13 @@ class VolumeBaseline:
         self,
         b: float,
         counts: dict[str, int],
+        tops: dict[str, int],
         out: list[SeriesPoint | Detection],
         latest: dict[str, tuple[float, float, Explanation]],
     ) -> None:
         vr = self.rule
         end = b + self.tumbling_s
-        prefix = self.dataset
+        hits: dict[tuple[float, float], list[tuple[str, float, Explanation]]] = {}
         for series in vr.series:
             x = float(counts.get(series, 0))
             det = self._dets.get(series)
@@ -663,63 +977,111 @@ class VolumeBaseline:
             e = det.explain_one(x, end)
             det.learn_one(x, end)
             latest[series] = (end, x, e)
-            if not vr.enabled:
-                continue
-            hit = e.score >= vr.threshold and max(x, e.expected) >= vr.min_count
-            if hit and series not in self._active:
-                self._active.add(series)
-                name = f"{prefix}.{series}" if prefix else series
-                direction = "above" if x > e.expected else "below"
-                out.append(
-                    Detection(
-                        kind="volume_anomaly",
-                        entity=name,
-                        severity=vr.severity,
-                        ts=end,
-                        observed=x,
-                        threshold=vr.threshold,
-                        window_s=self.tumbling_s,
-                        summary=f"{name} rate {direction} baseline",
-                        description=(
-                            f"{_fmt_n(x)} {series} in {_fmt_n(self.tumbling_s)} s, expected "
-                            f"{e.expected:.1f} (band {max(e.lower, 0):.1f} to {e.upper:.1f}); "
-                            f"score {e.score:.1f} >= {_fmt_n(vr.threshold)}"
-                        ),
-                        expected=e.expected,
-                        lower=e.lower,
-                        upper=e.upper,
-                    )
-                )
-            elif not hit:
-                self._active.discard(series)
+            if vr.enabled and e.score >= vr.threshold and max(x, e.expected) >= vr.min_count:
+                # Identical series (same count, same baseline) are one finding.
+                hits.setdefault((x, round(e.expected, 6)), []).append((series, x, e))
+        for same in hits.values():
+            series, x, e = same[0]
+            self._detect(series, [s for s, _, _ in same[1:]], x, e, end, tops, out)
+
+    def _detect(
+        self,
+        series: str,
+        also: list[str],
+        x: float,
+        e: Explanation,
+        end: float,
+        tops: dict[str, int],
+        out: list[SeriesPoint | Detection],
+    ) -> None:
+        vr = self.rule
+        prefix = self.dataset
+        ep = self._episodes.get(series)
+        if ep is not None and end > ep[4] + self.hold_s:
+            ep = None
+        if ep is None:
+            ep = self._episodes[series] = [end, x, x, end, end]
+        else:
+            ep[4] = end
+            if abs(x - e.expected) > abs(ep[2] - e.expected):
+                ep[2], ep[3] = x, end
+        name = f"{prefix}.{series}" if prefix else series
+        direction = "above" if x > e.expected else "below"
+        same = f" (same as {', '.join(f'{prefix}.{a}' if prefix else a for a in also)})"
+        top = sorted(tops.items(), key=lambda kv: (-kv[1], kv[0]))[:_EVIDENCE_TOP]
+        out.append(
+            Detection(
+                kind="volume_anomaly",
+                entity=name,
+                severity=vr.severity,
+                ts=end,
+                observed=x,
+                threshold=vr.threshold,
+                window_s=self.tumbling_s,
+                summary=f"{name} rate {direction} baseline",
+                description=(
+                    f"{_fmt_n(x)} {series} in {_fmt_n(self.tumbling_s)} s{same if also else ''}, "
+                    f"expected {e.expected:.1f} (band {max(e.lower, 0):.1f} to {e.upper:.1f}); "
+                    f"score {e.score:.1f} >= {_fmt_n(vr.threshold)}"
+                ),
+                expected=e.expected,
+                lower=e.lower,
+                upper=e.upper,
+                start=ep[0],
+                hold_s=self.hold_s,
+                start_value=ep[1],
+                peak=ep[2],
+                peak_ts=ep[3],
+                first_seen=ep[0] - self.tumbling_s,
+                evidence=(("sources", tuple(top)),) if top else (),
+                # The rules' clock: volume alerts are muted by attack alerts of their log
+                # source (inhibition), which is only the same at any speed on one clock.
+                clock=f"{FEED}/{prefix}" if prefix else FEED,
+                log_source=prefix,
+            )
+        )
 
 
 # ====================================================================== bytewax glue
-class RulesLogic(
-    StatefulBatchLogic[list[SecurityEvent], "Detection | DeadLetter | Tally", RulesSnapshot]
-):
-    """One shard of sources. Takes lists of events; emits detections, dead letters and a
-    timing tally per batch."""
+ShardBatch = tuple[list[SecurityEvent], dict[str, float], str]
+RulesOut = Detection | DeadLetter | Tally | Watermark
 
-    def __init__(self, rules: SecurityRules) -> None:
+
+class RulesLogic(StatefulBatchLogic[ShardBatch, RulesOut, RulesSnapshot]):
+    """One shard of sources. Takes (events, newest event time per log source, shard) per
+    parse batch; emits detections, dead letters, a timing tally per batch, and then, for
+    each log source, a :class:`~flows.records.Watermark`: every event of the parse batches
+    seen so far is processed, so this shard's later detections are not older than the
+    newest event time of those batches (the input's own disorder aside)."""
+
+    def __init__(self, rules: SecurityRules, producers: int = 0) -> None:
         self.rules = rules
+        self.producers = producers  # of a log source's clock: every shard and the baseline
+        self._promised: dict[str, float] = {}
 
-    def on_batch(
-        self, values: list[list[SecurityEvent]]
-    ) -> tuple[list[Detection | DeadLetter | Tally], bool]:
+    def on_batch(self, values: list[ShardBatch]) -> tuple[list[RulesOut], bool]:
         rules = self.rules
-        out: list[Detection | DeadLetter | Tally] = []
+        out: list[RulesOut] = []
         t0 = time.perf_counter()
-        for events in values:
-            out.extend(rules.process(events))
+        marks: dict[str, float] = {}
+        shard = ""
+        for events, newest, key in values:
+            if events:
+                out.extend(rules.process(events))
+            marks, shard = newest, key
         # Detector latency: wall time this shard's rules spent on the batch.
         out.append(Tally("rules", gauges={"seconds": time.perf_counter() - t0}))
         if rules.errors:
             out.extend(rules.errors)
             rules.errors.clear()
+        promised = self._promised
+        for ds, ts in marks.items():
+            if ts > promised.get(ds, -math.inf):
+                promised[ds] = ts
+                out.append(Watermark(f"{FEED}/{ds}", f"rules/{shard}", ts, self.producers))
         return out, StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[Detection | DeadLetter | Tally], bool]:
+    def on_eof(self) -> tuple[list[RulesOut], bool]:
         return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> RulesSnapshot:
@@ -727,29 +1089,44 @@ class RulesLogic(
 
 
 Buckets = dict[float, dict[str, int]]
+Tops = dict[float, dict[str, int]]  # window start -> source address -> events
 
 
 class VolumeLogic(
-    StatefulBatchLogic[tuple[str, Buckets], "SeriesPoint | Detection", VolumeSnapshot]
+    StatefulBatchLogic[
+        tuple[str, Buckets, Tops], "SeriesPoint | Detection | Watermark", VolumeSnapshot
+    ]
 ):
-    """The volume baseline of one dataset (each log source has its own rates and clock)."""
+    """The volume baseline of one dataset (each log source has its own rates and clock).
 
-    def __init__(self, vb: VolumeBaseline) -> None:
+    After each batch it promises (:class:`~flows.records.Watermark`) that its next
+    detection ends no earlier than the first window not yet closed. It is a producer of
+    the log source's clock like the rules' shards, so in a replay that clock waits for
+    windows to close (``allowed_lateness_s``); a live clock follows the wall clock."""
+
+    def __init__(self, vb: VolumeBaseline, producers: int = 0) -> None:
         self.vb = vb
+        self.producers = producers
 
     def on_batch(
-        self, values: list[tuple[str, Buckets]]
-    ) -> tuple[list[SeriesPoint | Detection], bool]:
+        self, values: list[tuple[str, Buckets, Tops]]
+    ) -> tuple[list[SeriesPoint | Detection | Watermark], bool]:
         merged: dict[float, dict[str, int]] = {}
         dataset = values[0][0] if values else ""
-        for _ds, bs in values:
+        for _ds, bs, tops in values:
             for b, c in bs.items():
                 tgt = merged.setdefault(b, {})
                 for k, v in c.items():
                     tgt[k] = tgt.get(k, 0) + v
-        return self.vb.add(merged, dataset), StatefulBatchLogic.RETAIN
+            self.vb.add_sources(tops)
+        out: list[SeriesPoint | Detection | Watermark] = []
+        out.extend(self.vb.add(merged, dataset))
+        promise = self.vb.promise()
+        if promise is not None:
+            out.append(Watermark(f"{FEED}/{self.vb.dataset}", "volume", promise, self.producers))
+        return out, StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[list[SeriesPoint | Detection], bool]:
+    def on_eof(self) -> tuple[list[SeriesPoint | Detection | Watermark], bool]:
         return self.vb.flush(), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> VolumeSnapshot:
@@ -764,14 +1141,17 @@ def make_parse_batch(
 ) -> Callable[[list[RawLine]], list[Parsed]]:
     """The parse step: lines to events and dead letters, plus one tally per batch.
 
-    Events come out grouped per shard of their source address, as ``(shard, [events])``:
-    one item per shard and batch instead of one per line, which keeps bytewax's per-item
-    cost off the hot path. The tally also counts late events: older than the newest event
-    this worker has seen minus ``allowed_lateness_s``, per dataset. They are still
-    processed, never dropped.
+    Events come out grouped per shard of their source address, as ``(shard, (events,
+    newest, shard))``: one item per shard and batch instead of one per line, which keeps
+    bytewax's per-item cost off the hot path. Every shard gets an item whenever the newest
+    event time of a log source moved, even with no events of its own, so each shard can
+    promise alerting that its later detections are not older (see :class:`RulesLogic`).
+    The tally also counts late events: older than the newest event this worker has seen
+    minus ``allowed_lateness_s``, per dataset. They are still processed, never dropped.
     """
     newest: dict[str, float] = {}
     shard_cache: dict[str, str] = {}
+    names = [str(i) for i in range(shards)]
 
     def parse_batch(raws: list[RawLine]) -> list[Parsed]:
         out: list[Parsed] = []
@@ -780,6 +1160,8 @@ def make_parse_batch(
         lines: dict[tuple[str, str], int] = {}
         events: dict[tuple[str, str], int] = {}
         buckets: dict[str, dict[float, dict[str, int]]] = {}
+        sources: dict[str, dict[float, dict[str, int]]] = {}
+        moved = False
         parse = parser.parse
         read: dict[str, int] = {}  # lines per format; parsed = read - dead, at the end
         for raw in raws:
@@ -799,13 +1181,22 @@ def make_parse_batch(
                 if per_ds is None:
                     per_ds = buckets[ds] = {}
                 top = newest.get(ds)
+                closed = False
                 if top is None or ts > top:
                     newest[ds] = ts
+                    moved = True
                 elif ts < top - allowed_lateness_s:
                     late += 1
-                c = per_ds.get(b)
-                if c is None:
-                    c = per_ds[b] = {"events": 0}
+                    # The baseline closes a window once the newest window is
+                    # allowed_lateness_s past its end. Decided here, per event in stream
+                    # order, a window's count does not depend on how lines were batched.
+                    closed = b + tumbling_s <= top - top % tumbling_s - allowed_lateness_s
+                if closed:
+                    c = {"events": 0}  # counted as late only: its window has closed
+                else:
+                    c = per_ds.get(b)
+                    if c is None:
+                        c = per_ds[b] = {"events": 0}
                 c["events"] += 1
                 if action == "authentication":
                     if r.outcome == "failure":
@@ -824,6 +1215,15 @@ def make_parse_batch(
                 if r.bytes:
                     c["bytes"] = c.get("bytes", 0) + r.bytes
                 ip = r.source_ip
+                if ip is not None and not closed:
+                    # Events per source and window: an anomaly's top contributors.
+                    per_src = sources.get(ds)
+                    if per_src is None:
+                        per_src = sources[ds] = {}
+                    sb = per_src.get(b)
+                    if sb is None:
+                        sb = per_src[b] = {}
+                    sb[ip] = sb.get(ip, 0) + 1
                 if ip is not None and action != "other":
                     key = shard_cache.get(ip)
                     if key is None:
@@ -843,8 +1243,13 @@ def make_parse_batch(
             parsed = n - lines.get((fmt, "dead_lettered"), 0)
             if parsed:
                 lines[(fmt, "parsed")] = parsed
-        out.extend(groups.items())
-        out.append(Tally("parse", lines=lines, events=events, late=late, buckets=buckets))
+        if moved or groups:
+            marks = dict(newest)
+            empty: list[SecurityEvent] = []
+            out.extend((k, (groups.get(k, empty), marks, k)) for k in names)
+        out.append(
+            Tally("parse", lines=lines, events=events, late=late, buckets=buckets, sources=sources)
+        )
         return out
 
     return parse_batch
@@ -857,7 +1262,10 @@ def shard_of(ip: str, shards: int) -> str:
 
 @dataclass(frozen=True)
 class SecurityStreams:
-    detections: Stream[Detection]
+    """Detections with the rules' and baselines' watermarks in order among them (alerting
+    needs both, in that order), dead letters, and telemetry."""
+
+    detections: Stream[Detection | Watermark]
     dead: Stream[DeadLetter]
     telemetry: Stream[Tally | SeriesPoint | Detection]
 
@@ -872,7 +1280,7 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
         make_parse_batch(parser, cfg.tumbling_s, cfg.allowed_lateness_s, cfg.shards),
     )
     b = op.branch("is_event", parsed, lambda x: type(x) is tuple)
-    keyed = cast(Stream[tuple[str, list[SecurityEvent]]], b.trues)
+    keyed = cast(Stream[tuple[str, ShardBatch]], b.trues)
     rest = op.branch("is_dead", b.falses, lambda x: type(x) is DeadLetter)
     dead = cast(Stream[DeadLetter], rest.trues)
     tallies = cast(Stream[Tally], rest.falses)
@@ -881,11 +1289,11 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
         rules = SecurityRules(cfg.rules, max_sources=cfg.max_sources, refresh_s=cfg.refresh_s)
         if resume is not None:
             rules.restore(resume)
-        return RulesLogic(rules)
+        return RulesLogic(rules, cfg.shards + 1)
 
     detected = op.key_rm("unkey", op.stateful_batch("rules", keyed, rules_builder))
-    db = op.branch("is_detection", detected, lambda x: type(x) is Detection)
-    rule_dets = cast(Stream[Detection], db.trues)
+    db = op.branch("is_detection", detected, lambda x: type(x) is Detection or type(x) is Watermark)
+    rule_dets = cast(Stream[Detection | Watermark], db.trues)
     rb = op.branch("is_rule_dead", db.falses, lambda x: type(x) is DeadLetter)
     rule_dead = cast(Stream[DeadLetter], rb.trues)
     rule_timing = cast(Stream[Tally], rb.falses)
@@ -894,14 +1302,18 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
         vb = VolumeBaseline(cfg)
         if resume is not None:
             vb.restore(resume)
-        return VolumeLogic(vb)
+        return VolumeLogic(vb, cfg.shards + 1)
 
     per_dataset = op.flat_map(
-        "vol_split", tallies, lambda t: [(ds, (ds, bs)) for ds, bs in t.buckets.items()]
+        "vol_split",
+        tallies,
+        lambda t: [(ds, (ds, bs, t.sources.get(ds, {}))) for ds, bs in t.buckets.items()],
     )
     vol = op.key_rm("vol_unkey", op.stateful_batch("volume", per_dataset, volume_builder))
-    vb_split = op.branch("is_vol_detection", vol, lambda x: type(x) is Detection)
-    detections = op.merge("detections", rule_dets, cast(Stream[Detection], vb_split.trues))
+    vb_split = op.branch("is_vol_detection", vol, lambda x: type(x) is not SeriesPoint)
+    detections = op.merge(
+        "detections", rule_dets, cast(Stream[Detection | Watermark], vb_split.trues)
+    )
     telemetry = op.merge(
         "telemetry",
         tallies,
@@ -947,6 +1359,7 @@ def build_flow(
     """The security dataflow on its own. Opens nothing itself: sources and sinks are passed in."""
     flow = Dataflow(name)
     s = attach(flow, cfg, sources, metrics_sink)
-    op.output("alerts_out", s.detections, alert_sink)
+    dets = op.filter("only_detections", s.detections, lambda x: type(x) is Detection)
+    op.output("alerts_out", cast(Stream[Detection], dets), alert_sink)
     op.output("dead_out", s.dead, dead_sink)
     return flow

@@ -126,6 +126,10 @@ class SlidingDistinct:
     def __len__(self) -> int:
         return len(self._last)
 
+    def exact_values(self) -> list[object]:
+        """The values counted exactly (the newest ``cap`` of the window), oldest first."""
+        return list(self._last)
+
     def __getstate__(self) -> tuple[float, int, tuple[tuple[object, float], ...], bytes | None]:
         hll = self._hll.serialize_compact() if self._hll is not None else None
         return (self.window_s, self.cap, tuple(self._last.items()), hll)

@@ -166,6 +166,8 @@ def alert_from_detection(d: Detection, *, now: float | None = None) -> dict[str,
     """
     del now  # see docstring: the alert depends on event time only
     labels = {"alertname": d.kind, "feed": d.feed, "entity": d.entity, "severity": d.severity}
+    if d.log_source:
+        labels["log_source"] = d.log_source  # routing and inhibition; not identity
     annotations: dict[str, str] = {_annotation_name(k): str(v) for k, v in d.extra}
     annotations.update(
         summary=d.summary,
@@ -178,7 +180,8 @@ def alert_from_detection(d: Detection, *, now: float | None = None) -> dict[str,
         value = getattr(d, name)
         if value is not None:
             annotations[name] = _format_number(value)
-    starts_at = _rfc3339(d.ts)
+    annotations.update(episode_annotations(d))
+    starts_at = _rfc3339(d.episode_start)
     fp = fingerprint(labels)
     return {
         "status": "firing",
@@ -188,8 +191,40 @@ def alert_from_detection(d: Detection, *, now: float | None = None) -> dict[str,
         "endsAt": ZERO_TIME,
         "generatorURL": "",
         "fingerprint": fp,
-        "dedup_key": f"{fp}@{int(d.ts)}",
+        "dedup_key": f"{fp}@{int(d.episode_start)}",
     }
+
+
+def episode_annotations(d: Detection) -> dict[str, str]:
+    """The evidence of a detection's episode as annotations (strings, as Alertmanager's).
+
+    ``value_at_start`` (with ``startsAt``), ``latest_value`` and ``last_seen``,
+    ``peak_value`` and ``peak_at``, ``first_seen``, ``log_source``, and one
+    ``evidence_<name>`` per evidence list (``"22/tcp (41), 23/tcp (3)"``).
+
+    >>> from flows.records import Detection
+    >>> d = Detection(kind="k", entity="e", severity="high", ts=120.0, observed=9.0,
+    ...               threshold=5.0, summary="", description="", start=60.0, start_value=5.0,
+    ...               peak=9.0, peak_ts=120.0, evidence=(("users", (("root", 7), ("a", 2))),))
+    >>> ann = episode_annotations(d)
+    >>> ann["value_at_start"], ann["latest_value"], ann["peak_at"], ann["evidence_users"]
+    ('5', '9', '1970-01-01T00:02:00Z', 'root (7), a (2)')
+    """
+    out = {
+        "value_at_start": _format_number(d.observed if d.start_value is None else d.start_value),
+        "latest_value": _format_number(d.observed),
+        "last_seen": _rfc3339(d.ts),
+    }
+    if d.first_seen is not None:
+        out["first_seen"] = _rfc3339(min(d.first_seen, d.episode_start))
+    if d.peak is not None:
+        out["peak_value"] = _format_number(d.peak)
+        out["peak_at"] = _rfc3339(d.ts if d.peak_ts is None else d.peak_ts)
+    if d.log_source:
+        out["log_source"] = d.log_source
+    for name, items in d.evidence:
+        out[f"evidence_{_annotation_name(name)}"] = ", ".join(f"{k} ({n})" for k, n in items)
+    return out
 
 
 def _common(dicts: list[dict[str, str]]) -> dict[str, str]:

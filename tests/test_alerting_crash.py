@@ -68,6 +68,8 @@ def test_sigkill_mid_delivery_then_restart_loses_nothing_and_duplicates_nothing(
         "2017",
         "--config",
         str(cfg),
+        "--state",  # a replay keeps the configured Redis state only when told to
+        redis_server.url,
     ]
     env = {**os.environ, "HOOK_SECRET": SECRET}
     # Slow answers at first, so the kill lands while deliveries are in flight.
@@ -115,7 +117,10 @@ def test_sigkill_mid_delivery_then_restart_loses_nothing_and_duplicates_nothing(
     for key, bodies in by_group.items():
         expected = 1
         for b in bodies:
-            assert b["sequence"] == expected, (key, [x["sequence"] for x in bodies])
+            assert b["sequence"] == expected, (
+                key,
+                [(x["sequence"], x["status"], x.get("reason")) for x in bodies],
+            )
             expected = 1 if b["status"] == "resolved" else expected + 1
     assert any(b["groupLabels"]["entity"] == "24.151.103.17" for b in accepted.values())
     r.close()

@@ -77,6 +77,10 @@ def test_alert_shape() -> None:
         "observed": "42",
         "threshold": "10",
         "window_s": "60",
+        # The episode's evidence: its value at the start, the newest value and its time.
+        "value_at_start": "42",
+        "latest_value": "42",
+        "last_seen": "2023-11-14T22:13:20Z",
     }
     assert alert["startsAt"] == "2023-11-14T22:13:20Z"
     assert alert["endsAt"] == "0001-01-01T00:00:00Z"
@@ -171,6 +175,7 @@ def test_webhook_payload_v4() -> None:
             "description": "42 authentication failures in 60 s; threshold 10",
             "threshold": "10",
             "window_s": "60",
+            "last_seen": "2023-11-14T22:13:20Z",
         },
         "externalURL": "http://vigil.example",
         "alerts": [a, b],

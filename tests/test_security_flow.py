@@ -142,10 +142,33 @@ def test_sources_are_kept_separate() -> None:
 def test_vertical_scan_names_scanner_and_target() -> None:
     lines = [zeek(1000.0 + i, "198.51.100.9", "10.0.0.5", 1000 + i) for i in range(25)]
     dets, _, _ = run(lines)
-    (d,) = [d for d in dets if d.kind == "port_scan_vertical"]
-    assert d.entity == "198.51.100.9>10.0.0.5"
-    assert d.observed == 20
-    assert dict(d.extra)["source_ip"] == "198.51.100.9"
+    (d,) = [d for d in dets if d.kind == "port_scan"]
+    assert d.entity == "198.51.100.9"  # one alert per attacking source
+    assert d.observed == 20  # the count when the condition was met, not later
+    assert dict(d.extra) == {"source_ip": "198.51.100.9", "scan": "vertical"}
+    ev = dict(d.evidence)
+    assert dict(ev["hosts"]) == {"10.0.0.5": 20}
+    assert len(ev["ports"]) == 10  # a bounded sample: the top 10
+    assert dict(ev["scans"]) == {"vertical": 20}
+
+
+def test_a_scan_is_one_episode_while_probes_keep_coming() -> None:
+    # A slow scanner: a new port every 10 minutes for 5 hours, under a 24 h window.
+    lines = [zeek(1000.0 + 600 * i, "198.51.100.9", "10.0.0.5", 1000 + i) for i in range(30)]
+    dets, _, _ = run(lines)
+    scans = [d for d in dets if d.kind == "port_scan"]
+    assert len(scans) > 1  # the start, then updates as evidence keeps coming
+    assert {d.start for d in scans} == {scans[0].ts}  # ...all of one episode
+    assert all(d.hold_s == 86400.0 for d in scans)
+    assert scans[0].start_value == 20 and scans[-1].observed > 20
+
+
+def test_a_scan_resumed_after_the_window_is_a_new_episode() -> None:
+    first = [zeek(1000.0 + i, "198.51.100.9", "10.0.0.5", 1000 + i) for i in range(25)]
+    later = [zeek(1000.0 + 2 * 86400 + i, "198.51.100.9", "10.0.0.5", 2000 + i) for i in range(25)]
+    dets, _, _ = run(first + later)
+    starts = sorted({d.start for d in dets if d.kind == "port_scan"})
+    assert len(starts) == 2 and starts[1] - starts[0] > 86400
 
 
 def test_answered_connections_are_not_a_scan() -> None:
@@ -159,9 +182,8 @@ def test_horizontal_scan_and_ping_sweep() -> None:
     lines = [zeek(2000.0 + i, "198.51.100.9", f"10.0.1.{i}", 445) for i in range(30)]
     lines += [zeek(3000.0 + i, "198.51.100.10", f"10.0.2.{i}", 8, "icmp", "OTH") for i in range(30)]
     dets, _, _ = run(lines)
-    kinds = {(d.kind, d.entity) for d in dets}
-    assert ("port_scan_horizontal", "198.51.100.9>*:445") in kinds
-    assert ("ping_sweep", "198.51.100.10") in kinds
+    scans = {d.entity: dict(d.extra)["scan"] for d in dets if d.kind == "port_scan"}
+    assert scans == {"198.51.100.9": "horizontal", "198.51.100.10": "ping_sweep"}
 
 
 def test_web_scan_from_a_burst_of_404s() -> None:

@@ -1,13 +1,13 @@
 """Plain data of the alerting pipeline: matchers, alerts, silences, windows, notifications.
 
 Everything here is pure Python with no I/O, so the engine can be tested with a fake clock
-and stored as JSON. Times are float epoch seconds. Two clocks meet in an alert:
-
-- *event time* (``active_at``, ``last_seen``, ``fired_at``, ``ends_at``): timestamps of the
-  detections themselves, so a replay yields the same ``startsAt`` as the live run did;
-- *engine time* (``*_clock`` fields): the engine's ``now()`` when something happened. All
-  timers (``for``, ``keep_firing_for``, group timers, silences) run on engine time; see
-  :mod:`sinks.alerting.engine` for how that clock is chosen.
+and stored as JSON. Times are float epoch seconds, all of them *event time* of the alert's
+domain (``Alert.clock``: the feed and log source that raised it): ``active_at`` (the
+episode's start, ``startsAt``), ``last_seen``, ``valid_until`` (when the episode ends
+without new evidence), ``fired_at``, ``ends_at``, and the ``*_clock`` fields, which say at
+which point of that domain's event time a transition was made. Only silences (set by an
+operator "from now for two hours") are read on the wall clock; see
+:mod:`sinks.alerting.engine`.
 
 Examples
 --------
@@ -168,13 +168,18 @@ class Alert:
     resolved_clock: float | None = None
     observations: int = 1
     detected_wall: float = 0.0
+    valid_until: float = 0.0
+    clock: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Alert:
-        return cls(**dict(d))
+        a = cls(**dict(d))
+        if not a.valid_until:  # stored before episodes had an end of their own
+            a.valid_until = a.last_seen
+        return a
 
 
 @dataclass(frozen=True, slots=True)

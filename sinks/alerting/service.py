@@ -40,9 +40,9 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from typing_extensions import override
 
-from flows.records import Detection
+from flows.records import Detection, Watermark
 from sinks.alerting.delivery import Integration
-from sinks.alerting.engine import AlertEngine, EventClock, HybridClock
+from sinks.alerting.engine import AlertEngine, Observation
 from sinks.alerting.model import Notification, Silence, Transition
 from sinks.alerting.outbox import (
     Dispatcher,
@@ -224,7 +224,11 @@ class AlertingService:
     am_resend_s
         Period of Alertmanager re-sends (when an Alertmanager side channel is present).
     reset
-        Start from empty alert state and an empty outbox (the demo).
+        Start from empty alert state and an empty outbox (the demo, replays).
+    finite
+        The inputs end (a replay, a file read once): :meth:`close` lets every domain's
+        event time run out, so every episode resolves at its own end and is notified.
+        Otherwise (live inputs) it flushes the groups as they are.
     """
 
     def __init__(
@@ -250,9 +254,11 @@ class AlertingService:
         drain_timeout_s: float = 15.0,
         am_resend_s: float = 60.0,
         reset: bool = False,
+        finite: bool = False,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
+        self.finite = finite
         self.store = store
         self.outbox = outbox
         self.integrations = {k: list(v) for k, v in integrations.items()}
@@ -297,7 +303,7 @@ class AlertingService:
             and outbox.r is store.r
         )
         self._lock = threading.RLock()
-        self._backlog: list[tuple[dict[str, str], dict[str, str], float]] = []
+        self._backlog: list[Observation] = []
         self._backlog_lock = threading.Lock()
         self.max_backlog = 1_000_000
         self._known_version = -1
@@ -318,6 +324,8 @@ class AlertingService:
                 with self.store.lock():
                     self.store.reset()
                 self.outbox.reset()
+                if self.audit is not None:  # a fresh state has a fresh history
+                    self.audit.path.unlink(missing_ok=True)
             with self.store.lock():
                 self._sync(force=True)
         if threads:
@@ -352,12 +360,23 @@ class AlertingService:
         if self._ticker is not None:
             self._ticker.join(timeout=30)
         for _ in range(3):
-            if self.run_step(flush_all=True):
+            if self.run_step(flush_all=not self.finite, finish=self.finite):
                 break
             time.sleep(1.0)
         else:
             log.error(
                 "alerting: final flush failed; %d observation(s) not processed", len(self._backlog)
+            )
+        if self.engine.replayed:
+            log.info(
+                "alerting: %d detection(s) already processed before the restart were skipped",
+                self.engine.replayed,
+            )
+        if self.engine.late:
+            log.warning(
+                "alerting: %d detection(s) arrived behind their feed's event time and were "
+                "applied late (raise alerting.timing.lateness if inputs are out of order)",
+                self.engine.late,
             )
         self.dispatcher.start()
         if not self.dispatcher.drain(self.drain_timeout_s):
@@ -391,12 +410,9 @@ class AlertingService:
     def _sync(self, force: bool = False) -> None:
         v = self.store.version()
         if force or v != self._known_version:
-            snap = self.store.load()
-            self.engine.load(snap)
-            if snap.clock is not None:
-                clock = self.engine.clock
-                if isinstance(clock, HybridClock | EventClock):
-                    clock.observe(snap.clock)
+            # force: the start. Detections no newer than the saved clocks were processed
+            # before a restart; a source that replays them (at least once) is not heard.
+            self.engine.load(self.store.load(), resume=force)
             self._known_version = v
         meta = self.store.meta_version()
         if force or meta != self._known_meta:
@@ -404,10 +420,16 @@ class AlertingService:
             self.engine.set_acks(self.store.acks())
             self._known_meta = meta
 
-    def observe(self, detections: Iterable[Detection]) -> int:
-        """Feed detections (then run a step); returns how many were accepted."""
-        obs = []
+    def observe(self, detections: Iterable[Detection | Watermark]) -> int:
+        """Feed detections and watermarks (then run a step if anything is due); returns
+        how many detections were accepted."""
+        obs: list[Observation] = []
+        marks: list[Watermark] = []
         for d in detections:
+            if type(d) is Watermark:
+                marks.append(d)
+                continue
+            assert isinstance(d, Detection)
             try:
                 alert = alert_from_detection(d)
             except Exception as ex:
@@ -418,17 +440,26 @@ class AlertingService:
             for k in self.label_keys & ann.keys():
                 labels[k] = ann.pop(k)
             if self.enrich is not None:
-                self.enrich(labels, ann, d.ts)
-            obs.append((labels, ann, d.ts))
+                self.enrich(labels, ann, d.episode_start)
+            hold = d.hold_s or d.window_s
+            obs.append(Observation(labels, ann, d.ts, d.start, hold, d.domain))
+        if marks:
+            with self._lock:
+                for m in marks:
+                    self.engine.progress(m.clock, m.producer, m.ts, m.of)
+                due = self.engine.next_due() <= 0
+            if due and not obs:
+                self.run_step()
         if obs:
             self.run_step(obs)
         return len(obs)
 
     def run_step(
         self,
-        observations: Sequence[tuple[dict[str, str], dict[str, str], float]] = (),
+        observations: Sequence[Observation] = (),
         *,
         flush_all: bool = False,
+        finish: bool = False,
     ) -> bool:
         """:meth:`step`, keeping the observations for the next try if the store fails
         (Redis restarting): the state is then reloaded and the step done again, so an
@@ -437,7 +468,7 @@ class AlertingService:
             batch = [*self._backlog, *observations]
             self._backlog = []
         try:
-            self.step(batch, flush_all=flush_all)
+            self.step(batch, flush_all=flush_all, finish=finish)
         except Exception as ex:
             log.warning(
                 "alerting: step failed (%s); %d observation(s) kept for a retry",
@@ -457,15 +488,18 @@ class AlertingService:
 
     def step(
         self,
-        observations: Sequence[tuple[dict[str, str], dict[str, str], float]] = (),
+        observations: Sequence[Observation] = (),
         *,
         flush_all: bool = False,
+        finish: bool = False,
     ) -> list[Notification]:
         """One engine step under the locks (see the module docstring for the order)."""
         wall = self._wall()
         with self._lock:
             try:
-                transitions, notes, audit, items = self._step_locked(observations, flush_all, wall)
+                transitions, notes, audit, items = self._step_locked(
+                    observations, flush_all, wall, finish
+                )
             except Exception:
                 # Under the lock, so no other thread steps on the half-done engine state
                 # (it would commit alerts as notified whose outbox items were never stored).
@@ -478,14 +512,17 @@ class AlertingService:
 
     def _step_locked(
         self,
-        observations: Sequence[tuple[dict[str, str], dict[str, str], float]],
+        observations: Sequence[Observation],
         flush_all: bool,
         wall: float,
+        finish: bool = False,
     ) -> tuple[list[Transition], list[Notification], list[dict[str, Any]], list[OutboxItem]]:
         with self.store.lock():
             self._sync()
-            self.engine.observe_many(observations, detected_wall=wall)
-            notes = self.engine.tick(flush_all=flush_all)
+            self.engine.observe_many(
+                ob if ob.detected_wall else _with_wall(ob, wall) for ob in observations
+            )
+            notes = self.engine.finish() if finish else self.engine.tick(flush_all=flush_all)
             transitions = self.engine.drain_transitions()
             items = self._render(notes)
             for sc in self.side_channels:
@@ -568,8 +605,12 @@ class AlertingService:
             ]
 
 
+def _with_wall(ob: Observation, wall: float) -> Observation:
+    return Observation(ob.labels, ob.annotations, ob.ts, ob.start, ob.hold_s, ob.domain, wall)
+
+
 # ---------------------------------------------------------------------------- bytewax sink
-class AlertingSink(DynamicSink[Detection]):
+class AlertingSink(DynamicSink["Detection | Watermark"]):
     """Every worker's detections go to one :class:`AlertingService` per process.
 
     The service is created by ``factory`` when the first partition is built and closed
@@ -601,17 +642,17 @@ class AlertingSink(DynamicSink[Detection]):
     @override
     def build(
         self, step_id: str, worker_index: int, worker_count: int
-    ) -> StatelessSinkPartition[Detection]:
+    ) -> StatelessSinkPartition[Detection | Watermark]:
         return _AlertingPartition(self)
 
 
-class _AlertingPartition(StatelessSinkPartition[Detection]):
+class _AlertingPartition(StatelessSinkPartition["Detection | Watermark"]):
     def __init__(self, sink: AlertingSink) -> None:
         self._sink = sink
         self._service = sink.acquire()
 
     @override
-    def write_batch(self, items: list[Detection]) -> None:
+    def write_batch(self, items: list[Detection | Watermark]) -> None:
         try:
             self._service.observe(items)
         except Exception:  # a sink must not stop the dataflow

@@ -13,7 +13,7 @@ key                            type    content
 ``{prefix}:alerts``            hash    fingerprint -> alert JSON
 ``{prefix}:groups``            hash    group key -> group JSON
 ``{prefix}:nflog``             hash    ``receiver|group key`` -> last notification JSON
-``{prefix}:clock``             string  engine time at the last commit
+``{prefix}:clock``             string  JSON: event time processed per domain
 ``{prefix}:version``           int     incremented by every commit (other processes reload)
 ``{prefix}:lock``              string  held while a process runs an engine step
 ``{prefix}:silences``          hash    silence id -> silence JSON
@@ -48,7 +48,14 @@ from typing import Any, Protocol
 
 import orjson
 
-from sinks.alerting.engine import Changes, Group, LogEntry, Snapshot
+from sinks.alerting.engine import (
+    Changes,
+    Group,
+    LogEntry,
+    Snapshot,
+    clocks_from_raw,
+    merge_clocks,
+)
 from sinks.alerting.model import Alert, Silence
 
 DEFAULT_PREFIX = "vigil:alerting"
@@ -88,7 +95,7 @@ def _snapshot_from_raw(
         alerts={_s(k): Alert.from_dict(orjson.loads(v)) for k, v in alerts.items()},
         groups={_s(k): Group.from_dict(orjson.loads(v)) for k, v in groups.items()},
         nflog={_s(k): LogEntry.from_dict(orjson.loads(v)) for k, v in nflog.items()},
-        clock=float(clock) if clock not in (None, b"", "") else None,
+        clock=clocks_from_raw(clock),
     )
 
 
@@ -188,8 +195,7 @@ class MemoryStore:
             snap.alerts.update(part.alerts)
             snap.groups.update(part.groups)
             snap.nflog.update(part.nflog)
-            if part.clock is not None:
-                snap.clock = max(snap.clock or part.clock, part.clock)
+            snap.clock = merge_clocks(snap.clock, part.clock)
         self._snap = snap
         self._read_operator_files()
 
@@ -243,7 +249,7 @@ class MemoryStore:
             if self.path is not None and self._version == 0:
                 self._read_files()
             s = self._snap
-            return Snapshot(dict(s.alerts), dict(s.groups), dict(s.nflog), s.clock)
+            return Snapshot(dict(s.alerts), dict(s.groups), dict(s.nflog), dict(s.clock))
 
     def commit(
         self, changes: Changes, audit: Sequence[Mapping[str, Any]] = (), *, durable: bool = False
@@ -261,7 +267,7 @@ class MemoryStore:
             s.nflog.update(changes.nflog)
             for k in changes.nflog_deleted:
                 s.nflog.pop(k, None)
-            s.clock = changes.clock
+            s.clock = merge_clocks(s.clock, changes.clock)
             self._version += 1
             self._dirty = True
             self._persist(force=durable)
@@ -528,7 +534,7 @@ class RedisStore:
                 maxlen=self.audit_maxlen,
                 approximate=True,
             )
-        p.set(self.k("clock"), repr(changes.clock))
+        p.set(self.k("clock"), orjson.dumps(changes.clock))
         p.incr(self.k("version"))
         return int(p.execute()[-1])
 

@@ -58,20 +58,10 @@ BUILTIN: dict[str, dict[str, dict[str, str]]] = {
             "description": "Đăng nhập thành công từ {entity} sau {observed} lần thất bại trong "
             "{window_s} giây (ngưỡng {threshold}): có thể đã bị xâm nhập",
         },
-        "port_scan_vertical": {
-            "summary": "Quét cổng dọc: {entity}",
-            "description": "{observed} cổng khác nhau bị thăm dò không có phản hồi ({entity}) "
-            "trong {window_s} giây (ngưỡng {threshold})",
-        },
-        "port_scan_horizontal": {
-            "summary": "Quét cổng ngang: {entity}",
-            "description": "Một cổng bị thăm dò trên {observed} máy ({entity}) trong "
-            "{window_s} giây (ngưỡng {threshold})",
-        },
-        "ping_sweep": {
-            "summary": "Quét ping từ {entity}",
-            "description": "ICMP tới {observed} máy khác nhau từ {entity} trong {window_s} giây "
-            "(ngưỡng {threshold})",
+        "port_scan": {
+            "summary": "Quét cổng từ {entity}",
+            "description": "{entity} thăm dò không có phản hồi ({scan}): {observed} "
+            "(ngưỡng {threshold}) trong {window_s} giây; các kiểu quét: {evidence_scans}",
         },
         "web_scan": {
             "summary": "Quét web từ {entity}",
