@@ -23,6 +23,20 @@ On each closed bucket:
   top terms and example headlines; one that touches a watched entity is a hot issue.
 
 A condition that keeps holding is reported again at most once per window.
+
+**Episodes.** Alerting makes one alert of each episode of a (kind, entity), so every
+detection says which episode it belongs to: ``start`` (the event time of the episode's
+first detection, the same on all of them), ``hold_s``, ``start_value``, ``peak`` and
+``first_seen``. An episode holds for ``hold_s`` after each of its detections (up to and
+including ``ts + hold_s``, as alerting applies a detection due at the instant its alert
+would resolve before resolving it); a detection of the same kind and entity later than
+that opens a new episode, with a new ``start``.
+``hold_s`` is the kind's re-report interval rounded up to whole buckets, plus one bucket
+(:meth:`MediaAnalyzer._hold`): a condition that keeps holding is reported again on the
+first bucket end at least that interval after its last report, so that report falls
+inside the hold and a lasting condition stays one alert, while a condition that lapsed
+for longer than the hold is a new episode. Evidence (``terms``, ``sources`` by publisher,
+counts of mentions) comes with each detection; author hashes never do.
 """
 
 from __future__ import annotations
@@ -30,9 +44,11 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from flows.config_media import MediaConfig
 from flows.media_records import EmergingStory, MediaItem, MediaTally
@@ -53,6 +69,11 @@ class _StoryRef:
     url: str
     entities: tuple[str, ...]
     terms: frozenset[str]
+    source: str = ""  # the input it came from
+
+
+#: (input name, host of the item's link or "") of a mention, for evidence and log_source.
+_Origin = tuple[str, str]
 
 
 @dataclass(slots=True)
@@ -64,6 +85,29 @@ class _Bucket:
     neg_examples: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     terms: Counter[str] = field(default_factory=Counter)
     stories: list[_StoryRef] = field(default_factory=list)
+    # Per entity: mentions (and negative mentions) by origin, and the earliest of each.
+    origins: dict[str, Counter[_Origin]] = field(default_factory=dict)
+    neg_origins: dict[str, Counter[_Origin]] = field(default_factory=dict)
+    first: dict[str, float] = field(default_factory=dict)
+    neg_first: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """The current episode of one (kind, entity): what its detections share.
+
+    ``last`` is the event time of its latest detection; the episode holds until
+    ``last + hold_s``. ``peak`` also counts evaluations between reports (the condition
+    held, but the detection was not re-reported yet).
+    """
+
+    start: float
+    start_value: float
+    peak: float
+    peak_ts: float
+    first_seen: float
+    last: float
+    hold_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +130,17 @@ class MediaSnapshot:
     n_closed: int
     last_fired: tuple[tuple[tuple[str, str], float], ...]
     active_stories: tuple[tuple[str, float], ...]
+    episodes: tuple[tuple[tuple[str, str], Episode], ...] = ()
+
+
+def _fill_defaults(obj: Any) -> None:
+    """Give a dataclass restored from an older snapshot the fields it did not have yet."""
+    for f in fields(obj):
+        if not hasattr(obj, f.name):
+            if f.default_factory is not MISSING:
+                object.__setattr__(obj, f.name, f.default_factory())
+            else:
+                object.__setattr__(obj, f.name, f.default)
 
 
 def _fmt(x: float) -> str:
@@ -95,6 +150,86 @@ def _fmt(x: float) -> str:
 def _clip(s: str, n: int = 160) -> str:
     s = " ".join(s.split())
     return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _host(url: str) -> str:
+    """The host of a link, without ``www.`` (``""`` when there is none).
+
+    >>> _host("https://www.Example.org/a?b"), _host(""), _host("http://[::1")
+    ('example.org', '', '')
+    """
+    if not url:
+        return ""
+    try:
+        h = urlsplit(url).hostname or ""
+    except ValueError:  # a malformed link (e.g. an unclosed IPv6 bracket)
+        return ""
+    return h.removeprefix("www.")
+
+
+def _top(counts: Mapping[str, int], n: int = 10) -> tuple[tuple[str, int], ...]:
+    """The ``n`` largest positive counts, largest first (ties by name).
+
+    >>> _top({"b": 2, "a": 2, "c": 5, "z": 0})
+    (('c', 5), ('a', 2), ('b', 2))
+    """
+    ranked = sorted(
+        ((k, int(v)) for k, v in counts.items() if v > 0), key=lambda kv: (-kv[1], kv[0])
+    )
+    return tuple(ranked[:n])
+
+
+def _evidence(
+    *pairs: tuple[str, tuple[tuple[str, int], ...]],
+) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
+    """The non-empty evidence lists (an empty list says nothing)."""
+    return tuple((name, items) for name, items in pairs if items)
+
+
+def _publishers(origins: Counter[_Origin]) -> tuple[tuple[str, int], ...]:
+    """Counts by publisher: the link's host, else the input's name (never an author).
+    Items restored from a snapshot that predates origins have neither and are left out."""
+    c: Counter[str] = Counter()
+    for (src, host), n in origins.items():
+        if host or src:
+            c[host or src] += n
+    return _top(c)
+
+
+def _inputs(origins: Iterable[_Origin]) -> str:
+    return ",".join(sorted({src for src, _ in origins if src}))
+
+
+def _note_origin(
+    by_entity: dict[str, Counter[_Origin]],
+    first: dict[str, float],
+    e: str,
+    origin: _Origin,
+    ts: float,
+) -> None:
+    c = by_entity.get(e)
+    if c is None:
+        c = by_entity[e] = Counter()
+    c[origin] += 1
+    f = first.get(e)
+    if f is None or ts < f:
+        first[e] = ts
+
+
+def _ongoing(ep: Episode, ts: float, fmt: Callable[[float], str]) -> str:
+    """What an update adds to the description (``""`` for the first detection of its
+    episode, which states the value at the start itself): when and at what the episode
+    began, and its peak so far."""
+    if ts <= ep.start:
+        return ""
+    return (
+        f"Ongoing since {_utc(ep.start)}: began at {fmt(ep.start_value)}, "
+        f"peak {fmt(ep.peak)} at {_utc(ep.peak_ts)}. "
+    )
 
 
 class MediaAnalyzer:
@@ -160,6 +295,7 @@ class MediaAnalyzer:
         self._base_weight = 0.0  # sum of EWMA weights so far: debiases young baselines
         self._n_closed = 0
         self._last: dict[tuple[str, str], float] = {}
+        self._episodes: dict[tuple[str, str], Episode] = {}  # (kind, entity) -> current
         self._active_stories: dict[str, float] = {}  # leading term -> last seen bursting
         self._top_terms: tuple[tuple[str, float], ...] = ()
 
@@ -182,6 +318,7 @@ class MediaAnalyzer:
             n_closed=self._n_closed,
             last_fired=tuple(self._last.items()),
             active_stories=tuple(self._active_stories.items()),
+            episodes=tuple(self._episodes.items()),
         )
 
     def restore(self, s: MediaSnapshot) -> None:
@@ -191,6 +328,11 @@ class MediaAnalyzer:
         self._first = s.first_bucket
         self._newest = s.newest
         self._open = dict(s.open_buckets)
+        # A snapshot taken before evidence or episodes were tracked lacks them: start empty.
+        for bk in (*self._open.values(), *s.term_window):
+            _fill_defaults(bk)
+            for r in bk.stories:
+                _fill_defaults(r)
         for k, st in s.volume:
             det = MentionVolume(**self._vparams)
             det.restore(st)
@@ -207,6 +349,7 @@ class MediaAnalyzer:
         self._n_closed = s.n_closed
         self._last = dict(s.last_fired)
         self._active_stories = dict(s.active_stories)
+        self._episodes = dict(getattr(s, "episodes", ()))
 
     # ------------------------------------------------------------------ input
     def process(self, items: Iterable[MediaItem]) -> list[Any]:
@@ -233,13 +376,16 @@ class MediaAnalyzer:
             bucket = self._open.get(b)
             if bucket is None:
                 bucket = self._open[b] = _Bucket()
+            origin = (it.source, _host(it.url)) if it.entities else ("", "")
             for e in it.entities:
                 bucket.mentions[e] += 1
                 self._totals[e] += 1
                 if new:
                     bucket.stories_by_entity[e] += 1
+                _note_origin(bucket.origins, bucket.first, e, origin, it.ts)
                 if it.sentiment == "negative":
                     bucket.negative[e] += 1
+                    _note_origin(bucket.neg_origins, bucket.neg_first, e, origin, it.ts)
                     c = bucket.neg_terms.get(e)
                     if c is None:
                         c = bucket.neg_terms[e] = Counter()
@@ -257,6 +403,7 @@ class MediaAnalyzer:
                         it.url,
                         it.entities,
                         frozenset(it.terms),
+                        it.source,
                     )
                 )
         out: list[Any] = [tally]
@@ -311,13 +458,55 @@ class MediaAnalyzer:
         out.extend(latest.values())
         return out
 
-    def _fire(self, kind: str, entity: str, ts: float, every_s: float) -> bool:
-        """Whether a holding condition may be reported now (at most once per ``every_s``)."""
-        last = self._last.get((kind, entity))
+    def _hold(self, every_s: float) -> float:
+        """How long an episode holds after a detection whose kind re-reports every ``every_s``.
+
+        A condition that keeps holding is reported again on the first bucket end at least
+        ``every_s`` after its last report: ``every_s`` rounded up to whole buckets. One
+        bucket more puts that report strictly inside the hold, so a lasting condition stays
+        one alert (no resolve-and-refire at the boundary); a condition missing for longer
+        is a new episode.
+
+        >>> from flows.config_media import MediaConfig
+        >>> an = MediaAnalyzer(MediaConfig(bucket_s=300))
+        >>> an._hold(3600), an._hold(3500), an._hold(10_800)
+        (3900.0, 3900.0, 11100.0)
+        """
+        bs = self.cfg.bucket_s
+        return float(math.ceil(every_s / bs - 1e-9) * bs + bs)
+
+    def _report(
+        self, kind: str, entity: str, ts: float, value: float, every_s: float, first_seen: float
+    ) -> Episode | None:
+        """The episode to report a holding condition in, or ``None`` if it is not reported
+        now (at most once per ``every_s``).
+
+        The detection continues the current episode of (kind, entity) if it comes at most
+        ``hold_s`` after that episode's last detection, and opens a new one (``start`` =
+        ``ts``) otherwise. An evaluation that is not reported still counts towards the
+        episode's peak: it always falls within the hold (``every_s`` < ``hold_s``).
+        """
+        key = (kind, entity)
+        ep = self._episodes.get(key)
+        last = self._last.get(key)
         if last is not None and ts - last < every_s:
-            return False
-        self._last[(kind, entity)] = ts
-        return True
+            if ep is not None and ts > ep.last and value > ep.peak:
+                self._episodes[key] = replace(ep, peak=value, peak_ts=ts)
+            return None
+        self._last[key] = ts
+        if ep is None or ts - ep.last > ep.hold_s:
+            ep = Episode(ts, value, value, ts, min(first_seen, ts), ts, self._hold(every_s))
+        else:
+            up = value > ep.peak
+            ep = replace(
+                ep,
+                last=ts,
+                peak=value if up else ep.peak,
+                peak_ts=ts if up else ep.peak_ts,
+                first_seen=min(ep.first_seen, first_seen),
+            )
+        self._episodes[key] = ep
+        return ep
 
     def _close(
         self, b: float, bucket: _Bucket, out: list[Any], latest: dict[str, SeriesPoint]
@@ -348,10 +537,22 @@ class MediaAnalyzer:
             hit = ex.score >= vr.threshold and max(x, ex.expected) >= vr.min_count
             if not (vr.enabled and hit and x > ex.expected):
                 continue
-            if not self._fire("media_volume_anomaly", e, end, self.cfg.rules.hot_issue.window_s):
+            # A lasting anomaly is re-reported at most once per hot-issue window (not per
+            # bucket), so that interval, not the bucket, is what its episode must outlast.
+            ep = self._report(
+                "media_volume_anomaly",
+                e,
+                end,
+                x,
+                self.cfg.rules.hot_issue.window_s,
+                bucket.first.get(e, end - self.cfg.bucket_s),
+            )
+            if ep is None:
                 continue
             name = self.names.get(e, e)
             stories = bucket.stories_by_entity.get(e, 0)
+            neg = bucket.negative.get(e, 0)
+            origins = bucket.origins.get(e, Counter())
             out.append(
                 Detection(
                     kind="media_volume_anomaly",
@@ -367,13 +568,31 @@ class MediaAnalyzer:
                         f"{_fmt(x)} mentions of {name} ({stories} distinct stories) in "
                         f"{_fmt(self.cfg.bucket_s)} s, expected {ex.expected:.1f} for this hour "
                         f"(band up to {ex.upper:.1f}); likelihood score {ex.score:.2f} >= "
-                        f"{vr.threshold:g}"
-                    ),
+                        f"{vr.threshold:g}. " + _ongoing(ep, end, lambda v: f"{_fmt(v)} mentions")
+                    ).strip(),
                     expected=ex.expected,
                     lower=ex.lower,
                     upper=ex.upper,
+                    **self._episode_fields(ep),
+                    evidence=_evidence(
+                        ("sources", _publishers(origins)),
+                        ("mentions", _top({"stories": stories, "copies": int(x) - stories})),
+                        ("sentiment", _top({"negative": neg, "not negative": int(x) - neg})),
+                    ),
+                    log_source=_inputs(origins),
                 )
             )
+
+    @staticmethod
+    def _episode_fields(ep: Episode) -> dict[str, Any]:
+        return {
+            "start": ep.start,
+            "hold_s": ep.hold_s,
+            "start_value": ep.start_value,
+            "peak": ep.peak,
+            "peak_ts": ep.peak_ts,
+            "first_seen": ep.first_seen,
+        }
 
     # ---- negative share
     def _negative_step(self, end: float, bucket: _Bucket, out: list[Any]) -> None:
@@ -406,10 +625,27 @@ class MediaAnalyzer:
             share = k / n
             if z < ns.z or share - p0 < ns.min_increase:
                 continue
-            if not self._fire("media_negative_surge", e, end, ns.window_s):
+            # The buckets of the share's window, this one included (it is not in the term
+            # window yet: that step runs after this one).
+            window = [*self._recent_buckets(k_win - 1), bucket] if k_win > 1 else [bucket]
+            firsts = [bk.neg_first[e] for bk in window if e in bk.neg_first]
+            ep = self._report(
+                "media_negative_surge",
+                e,
+                end,
+                round(share, 4),
+                ns.window_s,
+                min(firsts, default=end - ns.window_s),
+            )
+            if ep is None:
                 continue
-            top = self._top_negative_terms(e)
-            examples = self._negative_examples(e)
+            top, term_counts = self._top_negative_terms(e, window)
+            examples = self._negative_examples(e, window)
+            origins: Counter[_Origin] = Counter()
+            for bk in window:
+                o = bk.neg_origins.get(e)
+                if o:
+                    origins.update(o)
             name = self.names.get(e, e)
             out.append(
                 Detection(
@@ -425,9 +661,17 @@ class MediaAnalyzer:
                     description=(
                         f"{k} of {n} mentions of {name} negative ({share:.0%}) within "
                         f"{_fmt(ns.window_s)} s, usually {p0:.0%}; z = {z:.1f} >= {ns.z:g}; "
-                        f"top terms: {', '.join(t for t, _ in top[:5]) or '-'}"
-                    ),
+                        f"top terms: {', '.join(t for t, _ in top[:5]) or '-'}. "
+                        + _ongoing(ep, end, lambda v: f"{v:.0%} negative")
+                    ).strip(),
                     expected=round(p0, 4),
+                    **self._episode_fields(ep),
+                    evidence=_evidence(
+                        ("terms", _top({t: term_counts[t] for t, _ in top})),
+                        ("sources", _publishers(origins)),
+                        ("mentions", _top({"negative": k, "not negative": n - k})),
+                    ),
+                    log_source=_inputs(origins),
                     extra=(
                         ("top_terms", ", ".join(t for t, _ in top)),
                         ("negative", str(k)),
@@ -443,9 +687,13 @@ class MediaAnalyzer:
     def _recent_buckets(self, k: int) -> list[_Bucket]:
         return list(self._term_window)[-k:]
 
-    def _top_negative_terms(self, e: str, n: int = 8) -> list[tuple[str, float]]:
+    def _top_negative_terms(
+        self, e: str, window: list[_Bucket], n: int = 8
+    ) -> tuple[list[tuple[str, float]], Counter[str]]:
+        """The ``n`` terms of ``e``'s negative items most above their usual rate, and the
+        count of every term."""
         c: Counter[str] = Counter()
-        for bk in self._recent_buckets(self._neg_k):
+        for bk in window:
             t = bk.neg_terms.get(e)
             if t:
                 c.update(t)
@@ -456,11 +704,13 @@ class MediaAnalyzer:
             exp = self._expected_rate(term) * self._neg_k
             scored.append((term, cnt / math.sqrt(1.0 + exp)))
         scored.sort(key=lambda x: (-x[1], x[0]))
-        return _drop_nested(scored, n)
+        return _drop_nested(scored, n), c
 
-    def _negative_examples(self, e: str, n: int = 3) -> list[tuple[str, str]]:
+    def _negative_examples(
+        self, e: str, window: list[_Bucket], n: int = 3
+    ) -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
-        for bk in reversed(self._recent_buckets(self._neg_k)):
+        for bk in reversed(window):
             for ex in bk.neg_examples.get(e, ()):
                 if ex not in out:
                     out.append(ex)
@@ -602,6 +852,8 @@ class MediaAnalyzer:
                     heads.append(h)
                 if len(heads) >= hi.examples:
                     break
+            shown = _drop_nested_terms(terms)
+            origins: Counter[_Origin] = Counter((r.source, _host(r.url)) for r in members)
             seen = self._active_stories.get(lead)
             new = seen is None or end - seen > hi.window_s
             self._active_stories[lead] = end
@@ -616,11 +868,15 @@ class MediaAnalyzer:
                     story_id=sid,
                     ts=end,
                     window_s=hi.window_s,
-                    terms=tuple((t, round(bursting[t], 2)) for t in _drop_nested_terms(terms)[:8]),
+                    terms=tuple((t, round(bursting[t], 2)) for t in shown[:8]),
                     stories=len(members),
                     entities=tuple(ents.most_common()),
                     headlines=tuple(heads),
                     new=new,
+                    term_counts=_top({t: counts[t] for t in shown}),
+                    publishers=_publishers(origins),
+                    inputs=tuple(sorted({src for src, _ in origins if src})),
+                    first_seen=min(r.ts for r in members),
                 )
             )
         if len(self._active_stories) > 10_000:
@@ -634,7 +890,15 @@ class MediaAnalyzer:
         for e, n in story.entities:
             if e not in watched or n < max(2, hi.min_entity_share * story.stories):
                 continue
-            if not self._fire("media_hot_issue", e, end, hi.window_s):
+            ep = self._report(
+                "media_hot_issue",
+                e,
+                end,
+                float(story.stories),
+                hi.window_s,
+                end - hi.window_s if story.first_seen is None else story.first_seen,
+            )
+            if ep is None:
                 continue
             name = self.names.get(e, e)
             terms = ", ".join(t for t, _ in story.terms[:5])
@@ -652,8 +916,16 @@ class MediaAnalyzer:
                     description=(
                         f"{story.stories} stories within {_fmt(hi.window_s)} s share bursting "
                         f"terms ({terms}); {n} of them mention {name}. "
-                        f"First headline: {story.headlines[0][0] if story.headlines else '-'}"
+                        + _ongoing(ep, end, lambda v: f"{_fmt(v)} stories")
+                        + f"First headline: {story.headlines[0][0] if story.headlines else '-'}"
                     ),
+                    **self._episode_fields(ep),
+                    evidence=_evidence(
+                        ("terms", story.term_counts[:10]),
+                        ("sources", story.publishers),
+                        ("entities", _top(dict(story.entities))),
+                    ),
+                    log_source=",".join(story.inputs),
                     extra=(
                         ("story_id", story.story_id),
                         ("top_terms", ", ".join(t for t, _ in story.terms)),

@@ -53,7 +53,11 @@ class MediaItem:
 class EmergingStory:
     """A group of terms bursting together, with the items that carry them.
 
-    ``story_id`` is stable while the story's leading term keeps bursting.
+    ``story_id`` is stable while the story's leading term keeps bursting. ``terms`` holds
+    the shown terms with their burst z-scores, ``term_counts`` the same terms with the
+    number of stories in the window using each (largest first). ``publishers`` counts the
+    member stories by publisher (the link's host, else the input name), ``inputs`` names
+    the inputs they came from, and ``first_seen`` is the time of the earliest member.
     """
 
     story_id: str
@@ -64,6 +68,10 @@ class EmergingStory:
     entities: tuple[tuple[str, int], ...]
     headlines: tuple[tuple[str, str], ...]  # (title, url)
     new: bool = True
+    term_counts: tuple[tuple[str, int], ...] = ()
+    publishers: tuple[tuple[str, int], ...] = ()
+    inputs: tuple[str, ...] = ()
+    first_seen: float | None = None
 
 
 @dataclass(slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import pickle
 import threading
@@ -27,7 +29,7 @@ from flows.config_media import (
     VolumeRule,
     WatchEntity,
 )
-from flows.media import build_flow, make_parse_batch, parse_time
+from flows.media import build_flow, hash_author, make_parse_batch, parse_time
 from flows.media_analysis import MediaAnalyzer
 from flows.media_records import MediaItem, MediaTally
 from flows.media_sentiment import LexiconScorer
@@ -38,6 +40,7 @@ from flows.records import DeadLetter, Detection
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 AIRLINE = DATA / "media" / "airline_twitter_mentions_2015-02"
 AIRLINE_CSV = AIRLINE / "airline_mentions_2015-02-17_2015-02-24.csv"
+DEMO_CSV = Path(__file__).resolve().parents[1] / "flows/demo_data/media/airline_tweets_sample.csv"
 
 VAN_LAM = WatchEntity(
     id="van_lam", name="Huyện Văn Lâm", aliases=("Văn Lâm",), keywords=("cầu Như Quỳnh",)
@@ -355,6 +358,41 @@ def test_snapshot_restore_gives_the_same_future() -> None:
     assert ra == rb and ra
 
 
+def test_a_snapshot_from_before_episodes_were_tracked_still_restores() -> None:
+    cfg = quick_cfg(negative_surge=NegativeSurgeRule(window_s=3600, min_items=10, min_negative=6))
+    calm = [
+        item(T0 + 300 * i, f"{BACKGROUND[i % 8]} {i}", sentiment="negative" if i % 5 == 0 else "")
+        for i in range(12 * 12)
+    ]
+    t1 = T0 + 12 * 3600
+    angry = [
+        item(t1 + 200 * i, f"rác thải bốc mùi ở bãi rác lần {i}", sentiment="negative")
+        for i in range(12)
+    ]
+    a = MediaAnalyzer(cfg)
+    a.process(calm)
+    snap = pickle.loads(pickle.dumps(a.snapshot()))
+    # What the previous version saved: no episodes, buckets without origins, stories
+    # without their input. The surge's window reaches back into those buckets.
+    object.__delattr__(snap, "episodes")
+    for bk in (*(b for _, b in snap.open_buckets), *snap.term_window):
+        for name in ("origins", "neg_origins", "first", "neg_first"):
+            delattr(bk, name)
+        for r in bk.stories:
+            delattr(r, "source")
+    b = MediaAnalyzer(cfg)
+    b.restore(snap)
+    dets = [o for o in run_analyzer(b, angry) if isinstance(o, Detection)]
+    assert [d.kind for d in dets] == ["media_negative_surge"] and dets[0].start == dets[0].ts
+
+
+def test_hot_issue_evidence_counts_stories_by_the_publisher_of_their_link() -> None:
+    out = run_analyzer(MediaAnalyzer(quick_cfg()), background(4) + flood(T0 + 4 * 3600))
+    [d] = [o for o in out if isinstance(o, Detection)]
+    assert dict(d.evidence)["sources"] == (("news.example", int(d.observed)),)
+    assert d.log_source == "press"
+
+
 def test_config_defaults_mirror_the_volume_detector_defaults() -> None:
     import inspect
 
@@ -602,39 +640,177 @@ def test_a_failing_feed_backs_off_and_recovers(feed_server: FeedServer) -> None:
 
 
 # ---------------------------------------------------------------------------- real data
-@pytest.mark.slow
-def test_airline_negative_surges_are_found_with_their_top_terms() -> None:
+#: The six airlines of the tweets: every tweet @-mentions one of them, so the watch list
+#: matches every item (as in the demo, which watches two of them).
+AIRLINES = (
+    ("united", ("@united",)),
+    ("usairways", ("@USAirways",)),
+    ("american", ("@AmericanAir",)),
+    ("southwest", ("@SouthwestAir",)),
+    ("jetblue", ("@JetBlue",)),
+    ("virgin", ("@VirginAmerica",)),
+)
+#: One entity that every tweet mentions: all of a kind's detections are about it, which is
+#: where one alert used to swallow every later episode.
+MATCH_ALL = (("airlines", tuple(a for _, aliases in AIRLINES for a in aliases)),)
+WATCH_LISTS = {"airlines": AIRLINES, "match_all": MATCH_ALL}
+REPLAYS = {"sample": DEMO_CSV, "full": AIRLINE_CSV}
+
+
+@functools.cache
+def airline_replay(
+    data: str, watch: str, *, authors: bool = False, batch: int = 500, restart: bool = False
+) -> tuple[Detection, ...]:
+    """The detections of a replay of the airline tweets (the flow's parse and analysis);
+    ``restart``: resume from a pickled snapshot after every batch, as after a crash."""
     from flows.media_sources import read_posts
 
-    watch = tuple(
-        WatchEntity(id=i, aliases=a)
-        for i, a in [
-            ("united", ("@united",)),
-            ("usairways", ("@USAirways",)),
-            ("american", ("@AmericanAir",)),
-            ("southwest", ("@SouthwestAir",)),
-            ("jetblue", ("@JetBlue",)),
-            ("virgin", ("@VirginAmerica",)),
-        ]
-    )
-    cfg = MediaConfig(watch=watch)
+    cfg = MediaConfig(watch=tuple(WatchEntity(id=i, aliases=a) for i, a in WATCH_LISTS[watch]))
     parse = make_parse_batch(
         cfg,
         scorer=LexiconScorer(),
-        fields_by_source={"t": {"published_at": "created_at_utc", "id": "tweet_id"}},
-        languages={"t": "en"},
+        salt=b"test",
+        fields_by_source={"twitter": {"published_at": "created_at_utc", "id": "tweet_id"}},
+        languages={"twitter": "en"},
     )
-    rows = [dict(r, source="t") for r in read_posts(str(AIRLINE_CSV), "csv")]
+    rows = [dict(r, source="twitter") for r in read_posts(str(REPLAYS[data]), "csv")]
+    if authors:  # the tweets come without authors: give them some, to check none leaks
+        rows = [dict(r, author=f"@traveller{i % 40}") for i, r in enumerate(rows)]
     an = MediaAnalyzer(cfg)
     out: list[Any] = []
-    for i in range(0, len(rows), 500):
-        for x in parse(rows[i : i + 500]):
+    for i in range(0, len(rows), batch):
+        for x in parse(rows[i : i + batch]):
             if isinstance(x, tuple):
                 out.extend(an.process(x[1]))
+        if restart:
+            snap = pickle.loads(pickle.dumps(an.snapshot()))
+            an = MediaAnalyzer(cfg)
+            an.restore(snap)
     out.extend(an.flush())
-    surges = [o for o in out if isinstance(o, Detection) and o.kind == "media_negative_surge"]
+    return tuple(o for o in out if isinstance(o, Detection))
+
+
+def episodes(dets: tuple[Detection, ...]) -> dict[tuple[str, str, float], list[Detection]]:
+    eps: dict[tuple[str, str, float], list[Detection]] = {}
+    for d in dets:
+        assert d.start is not None
+        eps.setdefault((d.kind, d.entity, d.start), []).append(d)
+    return eps
+
+
+REPLAY_CASES = [
+    pytest.param("sample", "airlines", id="sample-airlines"),
+    pytest.param("sample", "match_all", id="sample-match_all"),
+    pytest.param("full", "airlines", id="full-airlines", marks=pytest.mark.slow),
+    pytest.param("full", "match_all", id="full-match_all", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.slow
+def test_airline_negative_surges_are_found_with_their_top_terms() -> None:
+    surges = [d for d in airline_replay("full", "airlines") if d.kind == "media_negative_surge"]
     day = {(d.entity, datetime.fromtimestamp(d.ts, UTC).strftime("%m-%d")) for d in surges}
     # The README's candidate bursts of cancellations: Southwest on 02-21 (UTC afternoon).
     assert ("southwest", "02-21") in day
     sw = [d for d in surges if d.entity == "southwest"]
     assert any("cancelled" in dict(d.extra)["top_terms"] for d in sw)
+
+
+@pytest.mark.parametrize(("data", "watch"), REPLAY_CASES)
+def test_airline_replay_episodes_of_one_kind_and_entity_never_overlap(
+    data: str, watch: str
+) -> None:
+    spans: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for (kind, entity, start), ds in episodes(airline_replay(data, watch)).items():
+        assert len({d.hold_s for d in ds}) == 1 and ds[0].hold_s > 0
+        spans.setdefault((kind, entity), []).append((start, ds[-1].ts + ds[0].hold_s))
+    assert spans
+    for ivs in spans.values():
+        ivs.sort()
+        for (_, end), (start, _) in itertools.pairwise(ivs):
+            assert start > end
+
+
+@pytest.mark.parametrize(("data", "watch"), REPLAY_CASES)
+def test_airline_replay_every_detection_of_an_episode_is_at_or_after_its_start(
+    data: str, watch: str
+) -> None:
+    for (_, _, start), ds in episodes(airline_replay(data, watch)).items():
+        assert ds[0].ts == start and ds[0].start_value == ds[0].observed
+        assert all(d.ts >= start for d in ds)
+        # ... and its first evidence came at or before the start.
+        assert all(d.first_seen is not None and d.first_seen <= start for d in ds)
+
+
+@pytest.mark.parametrize(("data", "watch"), REPLAY_CASES)
+def test_a_detection_within_the_hold_of_the_last_one_continues_its_episode(
+    data: str, watch: str
+) -> None:
+    last: dict[tuple[str, str], Detection] = {}
+    for d in airline_replay(data, watch):
+        prev = last.get((d.kind, d.entity))
+        if prev is not None and d.ts - prev.ts <= prev.hold_s:
+            assert d.start == prev.start and d.start_value == prev.start_value
+            assert prev.peak is not None and d.peak is not None and d.peak >= prev.peak
+        else:
+            assert d.start == d.ts  # the first, or after the hold ran out: a new episode
+        last[(d.kind, d.entity)] = d
+
+
+@pytest.mark.parametrize("data", ["sample", pytest.param("full", marks=pytest.mark.slow)])
+def test_a_match_all_watch_list_gives_several_hot_issue_episodes(data: str) -> None:
+    hot = [d for d in airline_replay(data, "match_all") if d.kind == "media_hot_issue"]
+    eps = list(episodes(tuple(hot)).values())
+    # Bursts hours apart are episodes of their own; a story that keeps bursting is one.
+    assert len(eps) > 1
+    assert len(eps) < len(hot)
+
+
+def test_the_first_detection_of_an_episode_states_its_start_value() -> None:
+    stated = {
+        "media_hot_issue": lambda v: f"{v:g} stories within",
+        "media_negative_surge": lambda v: f"negative ({v:.0%})",
+        "media_volume_anomaly": lambda v: f"{v:g} mentions of",
+    }
+    dets = airline_replay("sample", "match_all") + airline_replay("sample", "airlines")
+    firsts = [ds[0] for ds in episodes(dets).values()]
+    assert {d.kind for d in firsts} == set(stated)
+    for d in firsts:
+        assert not d.is_update and d.start_value is not None
+        assert stated[d.kind](d.start_value) in d.description, d.description
+
+
+def test_an_update_says_when_and_at_what_its_episode_began() -> None:
+    updates = [d for d in airline_replay("sample", "airlines") if d.is_update]
+    assert updates
+    for d in updates:
+        assert d.start is not None
+        since = datetime.fromtimestamp(d.start, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        assert f"Ongoing since {since}: began at " in d.description
+
+
+def test_evidence_is_bounded_sorted_and_names_inputs_not_authors() -> None:
+    dets = airline_replay("sample", "airlines", authors=True)
+    hashes = {hash_author(f"@traveller{i}", b"test") for i in range(40)}
+    assert dets and {d.log_source for d in dets} == {"twitter"}
+    counted = {  # what the publishers of each kind's evidence add up to
+        "media_hot_issue": lambda d: d.observed,
+        "media_negative_surge": lambda d: int(dict(d.extra)["negative"]),
+        "media_volume_anomaly": lambda d: d.observed,
+    }
+    for d in dets:
+        ev = dict(d.evidence)
+        assert [p for p, _ in ev["sources"]] == ["twitter"]  # tweets carry no link: the input
+        assert sum(n for _, n in ev["sources"]) == counted[d.kind](d)
+        for _, items in d.evidence:
+            counts = [n for _, n in items]
+            assert 0 < len(items) <= 10 and counts == sorted(counts, reverse=True)
+            assert min(counts) > 0
+        shown = repr((d.evidence, d.log_source, d.extra, d.description))
+        assert "traveller" not in shown and not any(h in shown for h in hashes)
+
+
+def test_episodes_survive_a_snapshot_and_restore_at_every_batch() -> None:
+    resumed = airline_replay("sample", "airlines", batch=100, restart=True)
+    assert resumed == airline_replay("sample", "airlines", batch=100)
+    assert any(d.is_update for d in resumed)  # episodes did span restarts
