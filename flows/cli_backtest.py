@@ -4,8 +4,10 @@
 
     vigil backtest --config vigil.yaml --data history/ [--labels windows.json]
                    [--out backtest-out] [--series 'health.*'] [--feedback feedback.jsonl]
+    vigil backtest --security auth.log --labels attack_episodes.csv [--format ssh] [--year Y]
 
-Plugged into the CLI by :data:`flows.cli.CLI_PLUGINS`. See :mod:`flows.backtest`.
+Plugged into the CLI by :data:`flows.cli.CLI_PLUGINS`. See :mod:`flows.backtest`, and
+:mod:`flows.backtest_alerts` for the alert-level scoring of a security log (``--security``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from flows.config import load_config, parse_config
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    if args.security:
+        from flows.backtest_alerts import cmd_backtest_alerts
+
+        return cmd_backtest_alerts(args)
     from flows.backtest import print_summary, run_backtest
 
     cfg = load_config(args.config) if args.config else parse_config({})
@@ -56,17 +62,30 @@ def register(sub: Any) -> None:
             "alerts, precision and recall against labels, and NAB scores for NAB windows."
         ),
     )
-    b.add_argument("--config", "-c", help="YAML configuration (its `indicators` section)")
     b.add_argument(
+        "--config",
+        "-c",
+        help="YAML configuration (its `indicators`, or with --security its `security`, section)",
+    )
+    mode = b.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
         "--data",
-        required=True,
         nargs="+",
         metavar="FILE_OR_DIR",
         help="indicator files (.csv, .jsonl) or folders searched recursively",
     )
-    b.add_argument(
-        "--labels", help="anomaly windows: NAB combined_windows.json or CSV series,start,end"
+    mode.add_argument(
+        "--security",
+        metavar="FILE",
+        help="score the alerts of `vigil replay FILE` against episode labels (--labels CSV)",
     )
+    b.add_argument(
+        "--labels",
+        help="anomaly windows: NAB combined_windows.json or CSV series,start,end; with "
+        "--security, an episode CSV (src,start,end,kind or scanner,start_ts,end_ts)",
+    )
+    b.add_argument("--format", help="with --security: replay format (default: from the labels)")
+    b.add_argument("--year", type=int, help="with --security: year of syslog lines")
     b.add_argument(
         "--feedback",
         help="responder feedback, JSON lines {series, verdict: true_positive|false_positive, "
