@@ -493,9 +493,11 @@ class AlertEngine:
         """Replace all state with ``snap`` (after a restart, or another process wrote).
 
         Observations still waiting for their watermark are kept. With ``resume`` (a
-        restart), observations no newer than the saved clock of their domain were
-        processed before the restart: sources replay them (at-least-once) and they are
-        dropped (:attr:`replayed`)."""
+        restart) and inputs that are not live (a replay, a file read once, started again
+        from the beginning), observations no newer than the saved clock of their domain
+        were processed before the restart: they are dropped (:attr:`replayed`). Live
+        inputs resume from their recovery snapshot, and what they send again is applied
+        (late) like any other data."""
         waiting = {k: (d.obs, d.progress, d.newest, d.seq) for k, d in self._domains.items()}
         self.alerts = dict(snap.alerts)
         self.groups = dict(snap.groups)
@@ -508,7 +510,7 @@ class AlertEngine:
             d = self._dom(k)
             d.done = max(d.done, t)
             d.data = max(d.data, t)
-            if resume:
+            if resume and not self.live:
                 d.known = max(d.known, t)
         self._counts = {"pending": 0, "firing": 0, "resolved": 0}
         for fp, a in self.alerts.items():
