@@ -1177,9 +1177,6 @@ def make_parse_batch(
                 events[ek] = events.get(ek, 0) + 1
                 ts = r.ts
                 b = ts - ts % tumbling_s
-                per_ds = buckets.get(ds)
-                if per_ds is None:
-                    per_ds = buckets[ds] = {}
                 top = newest.get(ds)
                 closed = False
                 if top is None or ts > top:
@@ -1194,6 +1191,9 @@ def make_parse_batch(
                 if closed:
                     c = {"events": 0}  # counted as late only: its window has closed
                 else:
+                    per_ds = buckets.get(ds)
+                    if per_ds is None:
+                        per_ds = buckets[ds] = {}
                     c = per_ds.get(b)
                     if c is None:
                         c = per_ds[b] = {"events": 0}
