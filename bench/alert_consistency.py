@@ -37,7 +37,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
-VIGIL = [sys.executable, "-m", "flows.cli"]
+VIGIL = [sys.executable, "-m", "vigil.flows.cli"]
 
 #: name -> (path under security/, format, year of syslog lines)
 CASES: dict[str, tuple[str, str, int | None]] = {
@@ -201,8 +201,9 @@ def run_demo(work: Path) -> Outcome:
 def event_span(path: Path, fmt: str, year: int | None) -> float:
     """Seconds of event time the file covers (what a paced replay takes at speed 1)."""
     sys.path.insert(0, str(ROOT))
-    from flows.parsers import LineParser
-    from flows.records import RawLine
+    from vigil.flows.parsers import LineParser
+
+    from vigil.records import RawLine
 
     parser = LineParser(year=year)
     lo, hi = float("inf"), float("-inf")

@@ -43,15 +43,15 @@ import httpx
 import orjson
 import redis
 from prometheus_client import CollectorRegistry
+from vigil.sinks.alerting.delivery import WebhookIntegration
+from vigil.sinks.alerting.engine import AlertEngine, HybridClock
+from vigil.sinks.alerting.outbox import RedisOutbox, RetryPolicy
+from vigil.sinks.alerting.routing import Route
+from vigil.sinks.alerting.service import AlertingService
+from vigil.sinks.alerting.store import RedisStore
+from vigil.sinks.alerts import alert_from_detection, webhook_payload
 
-from flows.records import Detection
-from sinks.alerting.delivery import WebhookIntegration
-from sinks.alerting.engine import AlertEngine, HybridClock
-from sinks.alerting.outbox import RedisOutbox, RetryPolicy
-from sinks.alerting.routing import Route
-from sinks.alerting.service import AlertingService
-from sinks.alerting.store import RedisStore
-from sinks.alerts import alert_from_detection, webhook_payload
+from vigil.records import Detection
 
 
 def free_port() -> int:

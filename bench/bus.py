@@ -45,9 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
+from vigil.sources.redis_streams import entry_fields, stream_names  # noqa: E402
 
-from flows.records import RawLine  # noqa: E402
-from sources.redis_streams import entry_fields, stream_names  # noqa: E402
+from vigil.records import RawLine  # noqa: E402
 
 AUTH_LOG = ROOT / "flows" / "demo_data" / "auth.log"
 
@@ -107,7 +107,7 @@ def write_config(path: Path, port: int, stream: str, metrics_port: int, **extra:
 
 
 def start_vigil(cfg: Path, workdir: Path, *extra: str) -> subprocess.Popen[bytes]:
-    argv = [sys.executable, "-m", "flows.cli", "run", "security", "-c", str(cfg), *extra]
+    argv = [sys.executable, "-m", "vigil.flows.cli", "run", "security", "-c", str(cfg), *extra]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
         argv,

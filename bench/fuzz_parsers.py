@@ -38,8 +38,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flows.parsers import ALIASES, FORMATS, PAYLOAD_MAX, LineParser
-from flows.records import DeadLetter, RawLine, SecurityEvent
+from vigil.flows.parsers import ALIASES, FORMATS, PAYLOAD_MAX, LineParser
+
+from vigil.records import DeadLetter, RawLine, SecurityEvent
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "security"
 

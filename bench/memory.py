@@ -5,7 +5,7 @@
 Writes ``--sources`` failed SSH logins, each from a different address, all within a few
 hours of event time (so no source expires: every one is tracked, the worst case), to a
 temporary file. Then, in a fresh child process each time, runs the real security flow
-(``flows.main.build_flows``: file input, parse, per-shard rules, volume baselines, metrics,
+(``vigil.flows.main.build_flows``: file input, parse, per-shard rules, volume baselines, metrics,
 alerts and dead letters to files) over it on one worker and reports the peak resident set
 size (``ru_maxrss``) and the RSS before the run (imports only):
 
@@ -59,9 +59,8 @@ def child(log: str, cap: int | None, out: str) -> None:
     """Run the flow over ``log`` in this process and print its memory figures as JSON."""
     from bytewax.testing import run_main
     from prometheus_client import CollectorRegistry
-
-    from flows.config import parse_config
-    from flows.main import build_flows
+    from vigil.flows.config import parse_config
+    from vigil.flows.main import build_flows
 
     sec: dict = {
         "year": 2024,

@@ -13,7 +13,7 @@ as 0. Like NAB's own detectors, a detector may be told each file's value range
 (``input_min``/``input_max``, the data's minimum and maximum) and its probationary
 period; nothing else about the file. Results are written in NAB's format,
 ``<out>/<category>/<name>_<file>.csv`` with ``timestamp,anomaly_score``, and scored with
-:mod:`detectors.nab` (threshold optimised per profile over the corpus). The last line
+:mod:`vigil.detectors.nab` (threshold optimised per profile over the corpus). The last line
 printed is a JSON object with the three profile scores and the throughput.
 """
 
@@ -38,9 +38,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-
-from detectors import nab  # noqa: E402
-from detectors.base import Detector  # noqa: E402
+from vigil.detectors import nab  # noqa: E402
+from vigil.detectors.base import Detector  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "nab"
 
@@ -50,32 +49,32 @@ Factory = Callable[[float, float, int], Detector[Any]]
 
 
 def _resonance(lo: float, hi: float, prob: int) -> Detector[Any]:
-    from detectors.resonance import AdaptiveResonance
+    from vigil.detectors.resonance import AdaptiveResonance
 
     return AdaptiveResonance(input_min=lo, input_max=hi, probationary_period=prob)
 
 
 def _ensemble(lo: float, hi: float, prob: int) -> Detector[Any]:
-    from detectors.ensemble import ResonanceEnsemble
+    from vigil.detectors.ensemble import ResonanceEnsemble
 
     return ResonanceEnsemble(input_min=lo, input_max=hi, probationary_period=prob)
 
 
 def _knn_cad(lo: float, hi: float, prob: int) -> Detector[Any]:
-    from detectors.knn_cad import KNNCAD
+    from vigil.detectors.knn_cad import KNNCAD
 
     return KNNCAD(probationary_period=prob)
 
 
 def _contextual(lo: float, hi: float, prob: int) -> Detector[Any]:
-    from detectors.contextual import ContextualAnomaly
+    from vigil.detectors.contextual import ContextualAnomaly
 
     return ContextualAnomaly(input_min=lo, input_max=hi, probationary_period=prob)
 
 
 def _contextual_likelihood(lo: float, hi: float, prob: int) -> Detector[Any]:
-    from detectors.contextual import ContextualAnomaly
-    from detectors.likelihood import AnomalyLikelihood
+    from vigil.detectors.contextual import ContextualAnomaly
+    from vigil.detectors.likelihood import AnomalyLikelihood
 
     # Raw contextual scores (no rest period), post-processed as Numenta's NAB detector
     # does: learning period half the probation, log-scaled likelihood.
@@ -102,7 +101,7 @@ class _Squashed:
 
 
 def _ewma(lo: float, hi: float, prob: int) -> Detector[Any]:
-    from detectors.ewma import EWMAZScore
+    from vigil.detectors.ewma import EWMAZScore
 
     return _Squashed(EWMAZScore(alpha=0.05, grace_period=min(prob, 100)))  # type: ignore[return-value]
 

@@ -36,9 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.config import ReplayInput, SecurityConfig  # noqa: E402
-from flows.main import replay_collect  # noqa: E402
-from flows.records import Detection  # noqa: E402
+from vigil.flows.config import ReplayInput, SecurityConfig  # noqa: E402
+from vigil.flows.main import replay_collect  # noqa: E402
+
+from vigil.records import Detection  # noqa: E402
 
 SSH_KINDS = {"ssh_brute_force", "ssh_user_enumeration", "ssh_success_after_failures"}
 SCAN_KINDS = {"port_scan"}  # one episode per source: ping sweep, horizontal, vertical

@@ -29,11 +29,12 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flows.config import parse_config  # noqa: E402
-from flows.config_queues import ServiceQueuesConfig  # noqa: E402
-from flows.queues_records import QueueEvent  # noqa: E402
-from flows.records import Detection  # noqa: E402
-from flows.service_queues import build_flow, make_sources  # noqa: E402
+from vigil.flows.config import parse_config  # noqa: E402
+from vigil.flows.config_queues import ServiceQueuesConfig  # noqa: E402
+from vigil.flows.queues_records import QueueEvent  # noqa: E402
+from vigil.flows.service_queues import build_flow, make_sources  # noqa: E402
+
+from vigil.records import Detection  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "datasets" / "service_queues"
 SETS = {

@@ -32,14 +32,14 @@ sys.path.insert(0, str(ROOT))
 
 from bytewax.testing import TestingSink, run_main  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
+from vigil.flows.config import SecurityConfig  # noqa: E402
+from vigil.flows.parsers import LineParser  # noqa: E402
+from vigil.flows.security import build_flow  # noqa: E402
+from vigil.sinks.alerts import AlertSink  # noqa: E402
+from vigil.sinks.prometheus import FlowMetrics, MetricsSink  # noqa: E402
+from vigil.sources.files import FileTailSource  # noqa: E402
 
-from flows.config import SecurityConfig  # noqa: E402
-from flows.parsers import LineParser  # noqa: E402
-from flows.records import RawLine, SecurityEvent  # noqa: E402
-from flows.security import build_flow  # noqa: E402
-from sinks.alerts import AlertSink  # noqa: E402
-from sinks.prometheus import FlowMetrics, MetricsSink  # noqa: E402
-from sources.files import FileTailSource  # noqa: E402
+from vigil.records import RawLine, SecurityEvent  # noqa: E402
 
 SEC = ROOT.parent / "shared" / "datasets" / "security"
 SYSLOG_TS = re.compile(r"^(\w{3}) +(\d+) (\d\d:\d\d:\d\d)")

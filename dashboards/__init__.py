@@ -1,12 +1,12 @@
 """Vigil's Grafana dashboards, as code.
 
 Each dashboard is a function returning a Grafana Foundation SDK ``Dashboard`` builder;
-:data:`DASHBOARDS` maps the JSON file name to that function. ``python -m dashboards
+:data:`DASHBOARDS` maps the JSON file name to that function. ``python -m vigil.dashboards
 [--out DIR]`` (or ``vigil dashboards build``) writes one JSON file per dashboard, which
 Grafana provisions from disk (``deploy/grafana/provisioning/dashboards/vigil.yml``) or
 ``vigil dashboards push`` uploads through Grafana's HTTP API.
 
-Every metric a panel queries is a constant imported from :mod:`sinks.prometheus`;
+Every metric a panel queries is a constant imported from :mod:`vigil.sinks.prometheus`;
 ``tests/test_dashboards.py`` fails when a query names a metric no sink defines.
 
 Examples
@@ -24,11 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
-
-from dashboards.core import to_dict
-from dashboards.engine import engine
-from dashboards.feeds import indicators, media, security, service_queues
-from dashboards.overview import overview
+from vigil.dashboards.core import to_dict
+from vigil.dashboards.engine import engine
+from vigil.dashboards.feeds import indicators, media, security, service_queues
+from vigil.dashboards.overview import overview
 
 #: File name (without ``.json``) -> the function that builds that dashboard.
 DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
@@ -40,7 +39,8 @@ DASHBOARDS: dict[str, Callable[[], Dashboard]] = {
     "engine": engine,
 }
 
-#: Where ``python -m dashboards`` writes by default: the folder the compose stack mounts.
+#: Where ``python -m vigil.dashboards`` (from a source tree) writes by default: the folder
+#: the compose stack mounts. The ``vigil dashboards`` command writes where it is told.
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "dashboards"
 
 

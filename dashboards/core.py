@@ -6,12 +6,12 @@ datasource referenced by uid, query ``refId``\\ s, sizes on Grafana's 24-column 
 placeholder panel for metrics that other features have not defined yet.
 
 Metric names never appear as literals in dashboards: they are imported from
-:mod:`sinks.prometheus` (or, for the process metrics, from :data:`CLIENT_METRICS` here), so
+:mod:`vigil.sinks.prometheus` (or, for the process metrics, from :data:`CLIENT_METRICS` here), so
 renaming a metric breaks ``tests/test_dashboards.py`` instead of a panel.
 
 Examples
 --------
->>> from dashboards.core import Q, timeseries, to_dict
+>>> from vigil.dashboards.core import Q, timeseries, to_dict
 >>> p = timeseries("Lines", Q("sum(rate(vigil_lines_total[$__rate_interval]))", "lines"))
 >>> t = p.build().targets[0]
 >>> t.ref_id, t.datasource.uid
@@ -40,7 +40,6 @@ from grafana_foundation_sdk.models.dashboard import (
     DataSourceRef,
     DataTransformerConfig,
     DynamicConfigValue,
-    Panel,
     Threshold,
     ThresholdsMode,
     VariableOption,
@@ -88,7 +87,7 @@ def metric_owners() -> dict[str, str]:
     The live dashboard test requires data from every query except those whose metrics
     come from a flow (or the alerting pipeline) that the run does not include.
     """
-    import sinks.prometheus as sp
+    import vigil.sinks.prometheus as sp
 
     owners = {"MEDIA_": "media", "QUEUE_": "service_queues", "ALERTING_": "alerting"}
     out = {}
@@ -409,7 +408,7 @@ def alerts_annotation_expr(metric: str, selector: str) -> str:
     )
 
 
-def add_panels(b: gd.Dashboard, panels: Sequence[Builder[Panel]]) -> gd.Dashboard:
+def add_panels(b: gd.Dashboard, panels: Sequence[Builder[Any]]) -> gd.Dashboard:
     """Add panels in order; a :func:`row` starts a new row of the grid."""
     for p in panels:
         b = b.with_row(p) if isinstance(p, gd.Row) else b.with_panel(p)

@@ -3,15 +3,14 @@
 Throughput in and out of every flow, dead letters by step and reason, late events,
 watermark lag (``time() - vigil_event_time_seconds``), time since each flow's last batch,
 alert delivery outcomes and failures, the health flow's own detections (``feed="engine"``,
-see :mod:`flows.health`), and each process's CPU, memory and file descriptors from
+see :mod:`vigil.flows.health`), and each process's CPU, memory and file descriptors from
 prometheus_client's default collectors.
 """
 
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as gd
-
-from dashboards.core import (
+from vigil.dashboards.core import (
     PROCESS_CPU,
     PROCESS_OPEN_FDS,
     PROCESS_RSS,
@@ -30,7 +29,7 @@ from dashboards.core import (
     variable,
     waiting,
 )
-from sinks.prometheus import (
+from vigil.sinks.prometheus import (
     ALERTING_ALERTS,
     ALERTING_DELIVERIES,
     ALERTING_DELIVERY_LATENCY,
@@ -57,7 +56,7 @@ def engine() -> gd.Dashboard:
 
     Examples
     --------
-    >>> from dashboards.core import to_dict
+    >>> from vigil.dashboards.core import to_dict
     >>> to_dict(engine())["uid"]
     'vigil-engine'
     """

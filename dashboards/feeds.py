@@ -1,7 +1,7 @@
 """One dashboard per feed: security, service queues, media, indicators.
 
 Every feed dashboard has the same core, built from the metrics every flow feeds through
-:class:`sinks.prometheus.FlowMetrics`: inputs, detections by kind and severity, top
+:class:`vigil.sinks.prometheus.FlowMetrics`: inputs, detections by kind and severity, top
 offenders, and each monitored series against its expected band (one panel per series,
 repeated over the ``series`` variable), with the feed's alerts as annotations. Each feed
 adds its own panels; those that wait for a metric another feature has not defined yet are
@@ -10,11 +10,11 @@ listed in :data:`WAITING` and drawn as placeholders, so turning one into a panel
 
 from __future__ import annotations
 
+from typing import Any
+
 from grafana_foundation_sdk.builders import dashboard as gd
 from grafana_foundation_sdk.cog.builder import Builder
-from grafana_foundation_sdk.models.dashboard import Panel
-
-from dashboards.core import (
+from vigil.dashboards.core import (
     Q,
     Waiting,
     add_panels,
@@ -31,7 +31,7 @@ from dashboards.core import (
     variable,
     waiting,
 )
-from sinks.prometheus import (
+from vigil.sinks.prometheus import (
     DETECTIONS,
     EVENTS,
     LINES,
@@ -83,11 +83,11 @@ WAITING: dict[str, tuple[Waiting, ...]] = {
 }
 
 
-def _core(feed: str) -> list[Builder[Panel]]:
+def _core(feed: str) -> list[Builder[Any]]:
     """Panels every feed has: detections, offenders, series bands, alerts."""
     f = f'feed="{feed}"'
     fk = f'{f}, kind=~"$kind"'
-    panels: list[Builder[Panel]] = [
+    panels: list[Builder[Any]] = [
         row("Detections"),
         stat(
             "Detections by severity ($__range)",
@@ -140,7 +140,7 @@ def _core(feed: str) -> list[Builder[Panel]]:
     return panels
 
 
-def _queues() -> list[Builder[Panel]]:
+def _queues() -> list[Builder[Any]]:
     """Service-queue panels (metrics of sinks/queues.py), filtered by ``$agency``."""
     a = 'agency=~"$agency", service="_all"'
     rate = "[$__rate_interval]"
@@ -183,7 +183,7 @@ def _queues() -> list[Builder[Panel]]:
     ]
 
 
-def _media() -> list[Builder[Panel]]:
+def _media() -> list[Builder[Any]]:
     """Media panels (metrics of flows/media_metrics.py)."""
     rate = "[$__rate_interval]"
     return [
@@ -219,10 +219,10 @@ def _media() -> list[Builder[Panel]]:
     ]
 
 
-def _specific(feed: str) -> list[Builder[Panel]]:
+def _specific(feed: str) -> list[Builder[Any]]:
     """Panels of one feed only (the place to add a panel when its metric lands)."""
     fl = f'flow="{feed}"'
-    panels: list[Builder[Panel]] = [
+    panels: list[Builder[Any]] = [
         row("Inputs"),
         timeseries(
             "Lines per second by format and outcome",
@@ -261,7 +261,7 @@ def feed_dashboard(feed: str) -> gd.Dashboard:
 
     Examples
     --------
-    >>> from dashboards.core import to_dict
+    >>> from vigil.dashboards.core import to_dict
     >>> d = to_dict(feed_dashboard("security"))
     >>> d["uid"], [v["name"] for v in d["templating"]["list"]]
     ('vigil-feed-security', ['series', 'kind', 'entity'])

@@ -9,8 +9,7 @@ panels, which wait for their flows' metrics (:data:`WAITING`).
 from __future__ import annotations
 
 from grafana_foundation_sdk.builders import dashboard as gd
-
-from dashboards.core import (
+from vigil.dashboards.core import (
     Q,
     Waiting,
     add_panels,
@@ -23,7 +22,7 @@ from dashboards.core import (
     table_panel,
     timeseries,
 )
-from sinks.prometheus import (
+from vigil.sinks.prometheus import (
     ALERTING_ALERTS,
     DETECTIONS,
     EVENT_TIME,
@@ -51,7 +50,7 @@ def overview() -> gd.Dashboard:
 
     Examples
     --------
-    >>> from dashboards.core import to_dict
+    >>> from vigil.dashboards.core import to_dict
     >>> to_dict(overview())["title"]
     'Vigil / Overview'
     """

@@ -15,8 +15,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-
-from detectors.base import Explanation
+from vigil.detectors.base import Explanation
 
 # Ids of active contexts become facts too; this offset keeps them apart from value bits.
 _NEURON = 1 << 31

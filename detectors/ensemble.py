@@ -7,9 +7,8 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from detectors.base import Explanation
-from detectors.resonance import AdaptiveResonance, AdaptiveResonanceState
+from vigil.detectors.base import Explanation
+from vigil.detectors.resonance import AdaptiveResonance, AdaptiveResonanceState
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +29,7 @@ class ResonanceEnsemble:
     Score range: ``[0, 1]``; ``0.0`` except at an alarm. Two members vote and the larger
     score wins:
 
-    - *Shape novelty*: an :class:`~detectors.resonance.AdaptiveResonance` alarm, multiplied
+    - *Shape novelty*: an :class:`~vigil.detectors.resonance.AdaptiveResonance` alarm, multiplied
       by a gate ``gate_floor + (1 - gate_floor) * min(1, z / gate_z)``, where ``z`` is the
       value's distance from the median of the last ``gate_window`` values in their standard
       deviations. A novel shape at an ordinary level is kept but ranked lower than one

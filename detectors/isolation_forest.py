@@ -7,8 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sklearn.ensemble import IsolationForest  # type: ignore[import-untyped]
-
-from detectors.base import Explanation
+from vigil.detectors.base import Explanation
 
 Vector = tuple[float, ...]
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from detectors.base import Detector, Explanation
+from vigil.detectors.base import Detector, Explanation
 
 _FALLBACKS = ("none", "group")
 
@@ -67,7 +67,7 @@ class KeyedDetectors:
 
     Examples
     --------
-    >>> from detectors.ewma import EWMAZScore
+    >>> from vigil.detectors.ewma import EWMAZScore
     >>> keyed = KeyedDetectors(
     ...     lambda: EWMAZScore(alpha=0.1, grace_period=5), warmup=5, fallback="group"
     ... )

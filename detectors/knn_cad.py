@@ -7,8 +7,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-
-from detectors.base import Explanation
+from vigil.detectors.base import Explanation
 
 
 @dataclass(frozen=True, slots=True)

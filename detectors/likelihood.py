@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from detectors.base import Detector, Explanation
+from vigil.detectors.base import Detector, Explanation
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +112,7 @@ class AnomalyLikelihood:
 
     Examples
     --------
-    >>> from detectors.ewma import EWMAZScore
+    >>> from vigil.detectors.ewma import EWMAZScore
     >>> det = AnomalyLikelihood(EWMAZScore(alpha=0.1, grace_period=5), learning_period=20,
     ...                         estimation_samples=20, reestimation_period=10)
     >>> xs = [10.0 + 0.5 * ((i * 7) % 5 - 2) for i in range(200)] + [30.0] * 3

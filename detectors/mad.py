@@ -6,7 +6,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from detectors.base import Explanation
+from vigil.detectors.base import Explanation
 
 # 1 / Phi^-1(3/4): makes the MAD a consistent estimator of the standard deviation of
 # normal data.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from detectors.base import Explanation
+from vigil.detectors.base import Explanation
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from detectors.base import Detector
-from detectors.contextual import ContextualAnomaly
-from detectors.cusum import CUSUM
-from detectors.ensemble import ResonanceEnsemble
-from detectors.ewma import EWMAZScore
-from detectors.isolation_forest import WindowedIsolationForest
-from detectors.knn_cad import KNNCAD
-from detectors.mad import RollingMAD
-from detectors.page_hinkley import PageHinkley
-from detectors.resonance import AdaptiveResonance
-from detectors.seasonal import SeasonalBaseline
-from detectors.threshold import RateThreshold, StaticThreshold
+from vigil.detectors.base import Detector
+from vigil.detectors.contextual import ContextualAnomaly
+from vigil.detectors.cusum import CUSUM
+from vigil.detectors.ensemble import ResonanceEnsemble
+from vigil.detectors.ewma import EWMAZScore
+from vigil.detectors.isolation_forest import WindowedIsolationForest
+from vigil.detectors.knn_cad import KNNCAD
+from vigil.detectors.mad import RollingMAD
+from vigil.detectors.page_hinkley import PageHinkley
+from vigil.detectors.resonance import AdaptiveResonance
+from vigil.detectors.seasonal import SeasonalBaseline
+from vigil.detectors.threshold import RateThreshold, StaticThreshold
 
 DETECTORS: dict[str, type] = {
     "ewma_zscore": EWMAZScore,

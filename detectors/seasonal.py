@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from detectors.base import Explanation
+from vigil.detectors.base import Explanation
 
 _SLOTS = {"week_hour": 7 * 24, "day_hour": 24}
 

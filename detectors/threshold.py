@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from detectors.base import Explanation
+from vigil.detectors.base import Explanation
 
 # Below this a band has no usable scale (a zero-width band, or a one-sided band at 0): the
 # excess is then reported in the value's own units instead of dividing by ~0.

@@ -1,7 +1,7 @@
 """Render the overview dashboard from real query results: ``docs/overview.png``.
 
 Grafana cannot run on the build machine, so this draws each panel of the overview's JSON
-(``dashboards.overview``) with matplotlib, at its place on the 24-column grid, from the
+(``vigil.dashboards.overview``) with matplotlib, at its place on the 24-column grid, from the
 results Prometheus returns for that panel's own queries. It starts a real ``prometheus``
 scraping ``vigil demo --follow`` (the bundled logs replayed over about a minute), waits
 for the replay to finish, then queries and draws.
@@ -30,10 +30,9 @@ matplotlib.use("Agg")
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
 import yaml
-
-from dashboards import build_all
-from dashboards.core import VIGIL_JOB
-from dashboards.promql import expand
+from vigil.dashboards import build_all
+from vigil.dashboards.core import VIGIL_JOB
+from vigil.dashboards.promql import expand
 
 COLOURS = {"green": "#37872d", "orange": "#e0752d", "red": "#c4162a", "blue": "#1f60c4"}
 PALETTE = ["#7eb26d", "#eab839", "#6ed0e0", "#ef843c", "#e24d42", "#1f78c1", "#ba43a9", "#705da0"]
@@ -286,7 +285,7 @@ def main() -> int:
         [
             sys.executable,
             "-m",
-            "flows.cli",
+            "vigil.flows.cli",
             "demo",
             "--follow",
             "--speed",

@@ -1,7 +1,7 @@
 """Composition of the alerting pipeline: configuration in, running objects out.
 
-Used by :func:`flows.main.make_alert_sink` (the flows' alert path) and by the operator
-CLI (:mod:`flows.cli_alerts`), so both open the same state store. Secrets are read from
+Used by :func:`vigil.flows.main.make_alert_sink` (the flows' alert path) and by the operator
+CLI (:mod:`vigil.flows.cli_alerts`), so both open the same state store. Secrets are read from
 the environment here, at the edge, and never logged.
 """
 
@@ -17,18 +17,17 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
-
-from flows.config import VigilConfig
-from flows.config_alerting import AlertingConfig, RouteConfig, effective_alerting
-from flows.errors import ConfigError
-from sinks.alerting.delivery import Integration, WebhookIntegration
-from sinks.alerting.engine import AlertEngine, Clock, ReceiverOptions
-from sinks.alerting.model import InhibitRule, MaintenanceWindow, Silence, parse_matchers
-from sinks.alerting.outbox import FileOutbox, Outbox, RedisOutbox, RetryPolicy
-from sinks.alerting.routing import Route
-from sinks.alerting.service import AlertingService, AlertingSink, SideChannel
-from sinks.alerting.store import MemoryStore, RedisStore, StateStore, free_slots
-from sinks.alerting.templates import Templates
+from vigil.flows.config import VigilConfig
+from vigil.flows.config_alerting import AlertingConfig, RouteConfig, effective_alerting
+from vigil.flows.errors import ConfigError
+from vigil.sinks.alerting.delivery import Integration, WebhookIntegration
+from vigil.sinks.alerting.engine import AlertEngine, Clock, ReceiverOptions
+from vigil.sinks.alerting.model import InhibitRule, MaintenanceWindow, Silence, parse_matchers
+from vigil.sinks.alerting.outbox import FileOutbox, Outbox, RedisOutbox, RetryPolicy
+from vigil.sinks.alerting.routing import Route
+from vigil.sinks.alerting.service import AlertingService, AlertingSink, SideChannel
+from vigil.sinks.alerting.store import MemoryStore, RedisStore, StateStore, free_slots
+from vigil.sinks.alerting.templates import Templates
 
 log = logging.getLogger(__name__)
 
@@ -194,8 +193,8 @@ def make_integrations(
     a: AlertingConfig, environ: Mapping[str, str]
 ) -> dict[str, list[Integration]]:
     """Integrations per receiver; a missing required secret is a configuration error."""
-    from sinks.pagerduty import PagerDutyIntegration
-    from sinks.slack import SlackIntegration
+    from vigil.sinks.pagerduty import PagerDutyIntegration
+    from vigil.sinks.slack import SlackIntegration
 
     out: dict[str, list[Integration]] = {}
     for r in a.receivers:
@@ -251,7 +250,7 @@ def make_side_channels(
 ) -> list[SideChannel]:
     out: list[SideChannel] = []
     if a.alertmanager is not None:
-        from sinks.alertmanager_push import AlertmanagerPush
+        from vigil.sinks.alertmanager_push import AlertmanagerPush
 
         out.append(
             AlertmanagerPush(
@@ -261,7 +260,7 @@ def make_side_channels(
             )
         )
     if a.grafana is not None:
-        from sinks.grafana_annotations import GrafanaAnnotations
+        from vigil.sinks.grafana_annotations import GrafanaAnnotations
 
         g = a.grafana
         out.append(

@@ -1,7 +1,7 @@
 """Backtests: replay recorded indicator series through the live indicator flow and grade it.
 
 ``vigil backtest --config FILE --data FILE_OR_DIR [--labels FILE] [--out DIR]`` builds the
-*same* dataflow as ``vigil run indicators`` (:func:`flows.indicators.indicators_dataflow`,
+*same* dataflow as ``vigil run indicators`` (:func:`vigil.flows.indicators.indicators_dataflow`,
 same configuration section, same detectors, same re-alert rule), with the data files as
 its inputs and in-memory sinks, and asks it for every scored point instead of the newest
 one per series. Nothing about detection is re-implemented here: this module only reads
@@ -21,7 +21,7 @@ Responder feedback (``--feedback FILE``, JSON lines) adds labels: ``{"series": .
 "verdict": "true_positive" | "false_positive", "ts": ...}`` or with ``"start"``/``"end"``
 instead of ``"ts"``. Confirmed incidents become windows (``ts`` +- ``feedback_window_s``);
 rejected alerts are counted when the configuration under test still raises them. If the
-alerting pipeline's feedback store exists (a module ``flows.feedback`` with
+alerting pipeline's feedback store exists (a module ``vigil.flows.feedback`` with
 ``load_feedback() -> Iterable[dict]`` in this format), its records are read too.
 """
 
@@ -50,10 +50,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSink, run_main
 from typing_extensions import override
+from vigil.flows.config_indicators import CsvColumns, IndicatorInput, IndicatorsConfig
+from vigil.flows.indicators import IndicatorScore, indicators_dataflow, parse_ts, series_files
 
-from flows.config_indicators import CsvColumns, IndicatorInput, IndicatorsConfig
-from flows.indicators import IndicatorScore, indicators_dataflow, parse_ts, series_files
-from flows.records import DeadLetter, Detection, RawLine
+from vigil.records import DeadLetter, Detection, RawLine
 
 Window = tuple[float, float]
 
@@ -136,8 +136,8 @@ def feedback_records(path: str | Path | None) -> list[dict[str, Any]]:
         for line in Path(path).read_text(encoding="utf-8").splitlines():
             if line.strip():
                 recs.append(json.loads(line))
-    if importlib.util.find_spec("flows.feedback") is not None:
-        store = importlib.import_module("flows.feedback")
+    if importlib.util.find_spec("vigil.flows.feedback") is not None:
+        store = importlib.import_module("vigil.flows.feedback")
         if hasattr(store, "load_feedback"):
             recs.extend(dict(r) for r in store.load_feedback())
     return recs
@@ -262,7 +262,7 @@ def replay(
     bar
         Stream for a progress bar, or ``None``.
     """
-    from sources.files import FileTailSource
+    from vigil.sources.files import FileTailSource
 
     files = [Path(p) for inp in inputs for p in inp.paths]
     sources = [(FileTailSource(list(inp.paths), inp.format), inp) for inp in inputs]
@@ -359,9 +359,9 @@ def _ratio(a: int, b: int) -> float | None:
 def nab_scores(results: Mapping[str, SeriesResult], keys: Mapping[str, str]) -> dict[str, Any]:
     """NAB scores of the alerts (an alert is a detection), for every NAB profile.
 
-    ``keys`` maps series to their key in the NAB windows file. Uses :mod:`detectors.nab`.
+    ``keys`` maps series to their key in the NAB windows file. Uses :mod:`vigil.detectors.nab`.
     """
-    from detectors import nab
+    from vigil.detectors import nab
 
     res = {}
     wins = {}
@@ -558,7 +558,7 @@ def run_backtest(
     tz = (cfg.inputs[0].tz if cfg.inputs else None) or "UTC"
     if series is not None:
         # Files holding one series named after the file can be skipped before the replay.
-        from flows.indicators import _file_series_name
+        from vigil.flows.indicators import _file_series_name
 
         inputs = [
             inp

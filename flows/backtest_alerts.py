@@ -45,8 +45,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import yaml  # type: ignore[import-untyped]
-
-from flows.errors import VigilError
+from vigil.flows.errors import VigilError
 
 SSH_ALERTS = frozenset({"ssh_brute_force", "ssh_user_enumeration", "ssh_success_after_failures"})
 SCAN_ALERTS = frozenset({"port_scan"})
@@ -266,7 +265,7 @@ def replay_alerts(
         if sec:
             cfg["security"] = sec
         (work / "config.yaml").write_text(yaml.safe_dump(cfg))
-        argv = [sys.executable, "-m", "flows.cli", "replay", str(Path(log).resolve())]
+        argv = [sys.executable, "-m", "vigil.flows.cli", "replay", str(Path(log).resolve())]
         argv += ["--format", fmt, "--alerts", "alerts.jsonl", "--config", "config.yaml"]
         if year is not None:
             argv += ["--year", str(year)]

@@ -3,7 +3,7 @@
 ``vigil ingest`` (files or syslog on a collector host) and ``vigil replay --to redis://...``
 run a small bytewax dataflow whose input is one of Vigil's sources (file follower, syslog
 receiver, replay) and whose output is :class:`BusSink`. The consumer side is
-:mod:`sources.redis_streams` (input kind ``redis_stream``).
+:mod:`vigil.sources.redis_streams` (input kind ``redis_stream``).
 
 Sharding: a line goes to stream ``<stream>:<crc32(key) % shards>``, the key being its
 ``origin`` (default: the lines of one file or one syslog transport stay in order) or its
@@ -12,7 +12,7 @@ shards).
 
 Back-pressure: a stream never holds more than ``max_len`` entries because of a producer.
 Producers never trim (trimming is the consumers' job, below what a resume may need, see
-:mod:`sources.redis_streams`). When a stream is full, ``on_full="block"`` waits until the
+:mod:`vigil.sources.redis_streams`). When a stream is full, ``on_full="block"`` waits until the
 consumers have trimmed enough (the file follower then simply reads later; the syslog
 receiver's queue grows in memory), and ``on_full="drop"`` drops the lines that do not fit
 and counts them in ``vigil_bus_dropped_total``. Lost connections are retried with backoff
@@ -34,10 +34,10 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from typing_extensions import override
+from vigil.sinks.prometheus import get_or_create
+from vigil.sources.redis_streams import entry_fields, stream_names
 
-from flows.records import RawLine
-from sinks.prometheus import get_or_create
-from sources.redis_streams import entry_fields, stream_names
+from vigil.records import RawLine
 
 __all__ = [
     "BUS_BLOCKED",

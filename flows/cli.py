@@ -34,8 +34,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from bytewax.testing import run_main
-
-from flows.config import (
+from vigil.flows.config import (
     AlertsConfig,
     ReplayInput,
     VigilConfig,
@@ -43,20 +42,20 @@ from flows.config import (
     load_config,
     parse_config,
 )
-from flows.errors import ConfigError
-from sinks.prometheus import FlowMetrics, serve
-from sinks.webhook import verify_signature
+from vigil.flows.errors import ConfigError
+from vigil.sinks.prometheus import FlowMetrics, serve
+from vigil.sinks.webhook import verify_signature
 
 log = logging.getLogger("vigil")
 
 #: Modules that add subcommands: each has ``register(subparsers)``; missing ones are skipped.
 CLI_PLUGINS = (
-    "flows.cli_alerts",
-    "flows.cli_backtest",
-    "flows.cli_queues",
-    "flows.cli_media",
-    "flows.cli_bus",
-    "flows.cli_dashboards",
+    "vigil.flows.cli_alerts",
+    "vigil.flows.cli_backtest",
+    "vigil.flows.cli_queues",
+    "vigil.flows.cli_media",
+    "vigil.flows.cli_bus",
+    "vigil.flows.cli_dashboards",
 )
 SEVERITY_COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "warning": "\033[33m"}
 
@@ -266,7 +265,7 @@ def run_flows(
 
     Process ``process_id`` of a cluster serves metrics on the base port + ``process_id``.
     """
-    from flows.main import build_flows
+    from vigil.flows.main import build_flows
 
     stdout = out or sys.stdout
     flow, io = build_flows(
@@ -327,7 +326,7 @@ def _load(path: str | None) -> VigilConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from flows.main import available_flows
+    from vigil.flows.main import available_flows
 
     have = available_flows()
     unknown = [f for f in args.flows if f not in have]
@@ -339,7 +338,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"vigil run: {args.config} has no security.inputs", file=sys.stderr)
         return 2
     if args.processes > 1:  # a local cluster: this process only supervises (flows/cli_bus.py)
-        from flows.cli_bus import run_local_cluster
+        from vigil.flows.cli_bus import run_local_cluster
 
         return run_local_cluster(args)
     addresses = args.addresses.replace(",", ";").split(";") if args.addresses else None
@@ -385,7 +384,7 @@ class _DemoReceiver(http.server.BaseHTTPRequestHandler):
 def _resolve_demo_paths(node: Any, base: Path) -> Any:
     """Make every ``path``/``paths`` value in the demo config absolute under ``base``."""
     if isinstance(node, dict):
-        out = {}
+        out: dict[str, Any] = {}
         for k, v in node.items():
             if k == "paths" and isinstance(v, list):
                 out[k] = [str(base / p) for p in v]
@@ -409,13 +408,13 @@ DEMO_FEEDS = {
 
 def demo_flows(raw: dict[str, Any]) -> list[str]:
     """The flows the demo runs: those available whose section in demo.yaml has inputs."""
-    from flows.main import available_flows
+    from vigil.flows.main import available_flows
 
     return [f for f in available_flows() if (raw.get(f) or {}).get("inputs")]
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    data = Path(str(resources.files("flows") / "demo_data"))
+    data = Path(str(resources.files("vigil.flows") / "demo_data"))
     raw = _resolve_demo_paths(_demo_yaml(), data)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -476,7 +475,7 @@ def _webhook_url(cfg: VigilConfig) -> str:
 def _demo_yaml() -> dict[str, Any]:
     import yaml
 
-    text = (resources.files("flows") / "demo.yaml").read_text(encoding="utf-8")
+    text = (resources.files("vigil.flows") / "demo.yaml").read_text(encoding="utf-8")
     return dict(yaml.safe_load(text))
 
 
@@ -484,7 +483,7 @@ def replay_state(raw: dict[str, Any], state: str | None) -> dict[str, Any]:
     """A replay's alert state: a fresh folder (cleared at start) unless ``state`` names a
     folder or a ``redis://`` URL to reuse. The configuration's Redis is not used unless
     named: a replay must not touch live alerts. Prints which store it uses."""
-    from flows.alerting_wiring import state_dir
+    from vigil.flows.alerting_wiring import state_dir
 
     al = raw.setdefault("alerting", {})
     st = al.setdefault("state", {})
@@ -508,7 +507,7 @@ def replay_state(raw: dict[str, Any], state: str | None) -> dict[str, Any]:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     if args.to:  # producer mode: into the bus, no flow
-        from flows.cli_bus import replay_to_bus
+        from vigil.flows.cli_bus import replay_to_bus
 
         return replay_to_bus(args)
     base = _load(args.config)
@@ -566,7 +565,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_version(args: argparse.Namespace) -> int:
     try:
-        v = version("vigil")
+        v = version("vigil-ioc")
     except PackageNotFoundError:
         v = "unknown (not installed)"
     import bytewax

@@ -32,9 +32,9 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from flows.config import VigilConfig, load_config, parse_config
-from sinks.alerting.model import Matcher, Silence, parse_duration
-from sinks.alerting.store import StateStore, new_silence_id
+from vigil.flows.config import VigilConfig, load_config, parse_config
+from vigil.sinks.alerting.model import Matcher, Silence, parse_duration
+from vigil.sinks.alerting.store import StateStore, new_silence_id
 
 VERDICTS = {"false-positive": "false_positive", "expected": "expected", "confirmed": "confirmed"}
 
@@ -49,7 +49,7 @@ def _config(args: argparse.Namespace) -> VigilConfig:
 
 def open_store(args: argparse.Namespace) -> StateStore:
     """The state store named by ``--config``/``--state-dir``."""
-    from flows.alerting_wiring import make_store
+    from vigil.flows.alerting_wiring import make_store
 
     return make_store(_config(args))
 
@@ -145,7 +145,7 @@ def cmd_alerts_ack(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_outbox(args: argparse.Namespace) -> int:
-    from flows.alerting_wiring import make_outbox
+    from vigil.flows.alerting_wiring import make_outbox
 
     outbox = make_outbox(_config(args))
     try:

@@ -6,8 +6,8 @@
                    [--out backtest-out] [--series 'health.*'] [--feedback feedback.jsonl]
     vigil backtest --security auth.log --labels attack_episodes.csv [--format ssh] [--year Y]
 
-Plugged into the CLI by :data:`flows.cli.CLI_PLUGINS`. See :mod:`flows.backtest`, and
-:mod:`flows.backtest_alerts` for the alert-level scoring of a security log (``--security``).
+Plugged into the CLI by :data:`vigil.flows.cli.CLI_PLUGINS`. See :mod:`vigil.flows.backtest`, and
+:mod:`vigil.flows.backtest_alerts` for the alert-level scoring of a security log (``--security``).
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import json
 import sys
 from typing import Any
 
-from flows.config import load_config, parse_config
+from vigil.flows.config import load_config, parse_config
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     if args.security:
-        from flows.backtest_alerts import cmd_backtest_alerts
+        from vigil.flows.backtest_alerts import cmd_backtest_alerts
 
         return cmd_backtest_alerts(args)
-    from flows.backtest import print_summary, run_backtest
+    from vigil.flows.backtest import print_summary, run_backtest
 
     cfg = load_config(args.config) if args.config else parse_config({})
     bar = sys.stderr if sys.stderr.isatty() else None

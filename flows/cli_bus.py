@@ -8,7 +8,8 @@
     vigil run security -c vigil.yaml --processes 2 --recovery-dir state/
 
 ``vigil ingest`` runs a small dataflow on a collector host: Vigil's own file follower and
-syslog receiver (:mod:`sources.files`, :mod:`sources.syslog`) feed :class:`flows.bus.BusSink`.
+syslog receiver (:mod:`vigil.sources.files`, :mod:`vigil.sources.syslog`) feed
+:class:`vigil.flows.bus.BusSink`.
 With ``--state-dir`` file offsets survive a restart (bytewax recovery), so after a crash the
 lines since the last snapshot are sent again: the bus gets every line at least once.
 """
@@ -35,9 +36,9 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.recovery import init_db_dir
 from bytewax.testing import run_main
+from vigil.flows.bus import BusSink, BusWriter
 
-from flows.bus import BusSink, BusWriter
-from flows.records import RawLine
+from vigil.records import RawLine
 
 __all__ = ["register", "replay_to_bus", "run_local_cluster"]
 
@@ -103,7 +104,7 @@ def _produce(
     op.output("bus_out", raw, BusSink(writers))
     rc = None
     if state_dir is not None:
-        from flows.cli import recovery_config
+        from vigil.flows.cli import recovery_config
 
         rc = recovery_config(state_dir, 1)
     with contextlib.suppress(KeyboardInterrupt):
@@ -113,8 +114,8 @@ def _produce(
 
 def replay_to_bus(args: argparse.Namespace) -> int:
     """``vigil replay FILE... --to URL``: write the lines into the bus, paced by ``--speed``."""
-    from flows.parsers import LineParser
-    from sources.replay import ReplaySource
+    from vigil.flows.parsers import LineParser
+    from vigil.sources.replay import ReplaySource
 
     src = ReplaySource(
         args.files,
@@ -137,9 +138,9 @@ def _host_port(value: str) -> tuple[str, int]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from sinks.prometheus import serve
-    from sources.files import FileTailSource
-    from sources.syslog import SyslogSource
+    from vigil.sinks.prometheus import serve
+    from vigil.sources.files import FileTailSource
+    from vigil.sources.syslog import SyslogSource
 
     if not args.file and args.syslog is None:
         print("vigil ingest: give --file PATTERN and/or --syslog [HOST:]PORT", file=sys.stderr)
@@ -236,7 +237,15 @@ def run_local_cluster(args: argparse.Namespace) -> int:
     n = args.processes
     addrs = ";".join(f"127.0.0.1:{p}" for p in _free_ports(n))
     dirs = split_recovery_dir(args.recovery_dir, n, args.workers) if args.recovery_dir else None
-    base = [sys.executable, "-m", "flows.cli", "--log-level", args.log_level, "run", *args.flows]
+    base = [
+        sys.executable,
+        "-m",
+        "vigil.flows.cli",
+        "--log-level",
+        args.log_level,
+        "run",
+        *args.flows,
+    ]
     base += ["--config", args.config, "--workers", str(args.workers)]
     base += ["--snapshot-interval", str(args.snapshot_interval)]
     procs: list[subprocess.Popen[bytes]] = []

@@ -2,8 +2,12 @@
 
 ::
 
-    vigil dashboards build [--out DIR]
+    vigil dashboards build [--out DIR]        # default ./vigil-dashboards
     vigil dashboards push --grafana-url URL [--folder-uid vigil] [--out DIR]
+
+Files go to the folder named, or ``vigil-dashboards`` in the current directory: never
+into the installed package. (The compose stack's copy in ``deploy/grafana/dashboards`` is
+rebuilt from a source tree with ``python -m vigil.dashboards``.)
 
 ``push`` authenticates with a service-account token from ``$GRAFANA_TOKEN`` or, failing
 that, basic auth from ``$GRAFANA_USER`` (default ``admin``) and ``$GRAFANA_PASSWORD``
@@ -21,8 +25,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from dashboards import DASHBOARDS, DEFAULT_OUT, build_all, write_all
-from dashboards.core import FOLDER_TITLE, FOLDER_UID
+from vigil.dashboards import DASHBOARDS, build_all, write_all
+from vigil.dashboards.core import FOLDER_TITLE, FOLDER_UID
+
+#: Where ``vigil dashboards`` writes unless told: a folder in the current directory.
+CLI_OUT = "vigil-dashboards"
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -113,11 +120,11 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    """Add ``vigil dashboards build|push`` to the CLI (called by ``flows.cli``)."""
+    """Add ``vigil dashboards build|push`` to the CLI (called by ``vigil.flows.cli``)."""
     d = sub.add_parser("dashboards", help="write or upload the Grafana dashboards")
     dsub = d.add_subparsers(dest="dashboards_command", required=True, metavar="ACTION")
     b = dsub.add_parser("build", help="write one JSON file per dashboard")
-    b.add_argument("--out", default=str(DEFAULT_OUT), help=f"folder (default {DEFAULT_OUT})")
+    b.add_argument("--out", default=CLI_OUT, help=f"folder (default ./{CLI_OUT})")
     b.set_defaults(func=cmd_build)
     p = dsub.add_parser("push", help="upload the dashboards through Grafana's HTTP API")
     p.add_argument("--grafana-url", required=True, help="e.g. http://grafana:3000")

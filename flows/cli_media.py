@@ -1,6 +1,6 @@
 """CLI of the media flow: ``vigil train sentiment --data FILE --out MODEL``.
 
-Trains the scikit-learn sentiment model (:func:`flows.media_sentiment.train`), prints its
+Trains the scikit-learn sentiment model (:func:`vigil.flows.media_sentiment.train`), prints its
 held-out accuracy beside the shipped lexicon's, and ends with one JSON line. Use the model
 with ``media.sentiment: {kind: model, model_path: MODEL}``.
 """
@@ -28,7 +28,7 @@ def _train_subparsers(sub: Any) -> Any:
 
 
 def cmd_train_sentiment(args: argparse.Namespace) -> int:
-    from flows.media_sentiment import train
+    from vigil.flows.media_sentiment import train
 
     try:
         rep = train(

@@ -25,13 +25,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from datasketches import kll_floats_sketch
-
-from flows.config import load_config
-from flows.config_queues import QueueFileInput, ServiceQueuesConfig
-from flows.queues_mapping import CaseMapper, LabelFolder
-from flows.queues_records import CLOSED, RECEIVED, QueueEvent
-from flows.service_queues import id_salt
-from sources.case_replay import CaseReplaySource
+from vigil.flows.config import load_config
+from vigil.flows.config_queues import QueueFileInput, ServiceQueuesConfig
+from vigil.flows.queues_mapping import CaseMapper, LabelFolder
+from vigil.flows.queues_records import CLOSED, RECEIVED, QueueEvent
+from vigil.flows.service_queues import id_salt
+from vigil.sources.case_replay import CaseReplaySource
 
 ALL_SERVICES = "(all)"
 _UNBOUNDED = 10**9  # the scorecard is not a metric: every agency and service by name

@@ -14,14 +14,13 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
-
-from flows.config_alerting import AlertingConfig
-from flows.config_base import Frozen, Severity
-from flows.config_detectors import DetectorConfig, EWMAZScoreConfig
-from flows.config_indicators import IndicatorsConfig
-from flows.config_media import MediaConfig
-from flows.config_queues import ServiceQueuesConfig
-from flows.errors import ConfigError
+from vigil.flows.config_alerting import AlertingConfig
+from vigil.flows.config_base import Frozen, Severity
+from vigil.flows.config_detectors import DetectorConfig, EWMAZScoreConfig
+from vigil.flows.config_indicators import IndicatorsConfig
+from vigil.flows.config_media import MediaConfig
+from vigil.flows.config_queues import ServiceQueuesConfig
+from vigil.flows.errors import ConfigError
 
 Format = Literal[
     "ssh", "syslog", "zeek", "suricata", "iptables", "ufw", "access", "nginx", "apache"

@@ -17,9 +17,8 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
-
-from flows.config_base import Frozen
-from sinks.alerting.model import Matcher, parse_duration
+from vigil.flows.config_base import Frozen
+from vigil.sinks.alerting.model import Matcher, parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 

@@ -1,6 +1,6 @@
 """Base pieces of the configuration schema, shared by every section's module.
 
-The schema is one tree (:class:`flows.config.VigilConfig`); each flow's section lives in its
+The schema is one tree (:class:`vigil.flows.config.VigilConfig`); each flow's section lives in its
 own module (``flows/config_<area>.py``) so flows can grow without editing one large file.
 """
 

@@ -32,9 +32,8 @@ import math
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias, Union
 
 from pydantic import Field
-
-from detectors.base import Detector
-from flows.config_base import Frozen
+from vigil.detectors.base import Detector
+from vigil.flows.config_base import Frozen
 
 
 class _DetectorBase(Frozen):
@@ -52,9 +51,9 @@ class _DetectorBase(Frozen):
 
 # ---------------------------------------------------------------- the detector library
 class EWMAZScoreConfig(_DetectorBase):
-    """:class:`detectors.ewma.EWMAZScore`: distance from an EWMA in standard deviations."""
+    """:class:`vigil.detectors.ewma.EWMAZScore`: distance from an EWMA in standard deviations."""
 
-    target: ClassVar[str] = "detectors.ewma:EWMAZScore"
+    target: ClassVar[str] = "vigil.detectors.ewma:EWMAZScore"
     kind: Literal["ewma_zscore"] = "ewma_zscore"
     alpha: float = Field(default=0.05, gt=0, le=1)
     grace_period: int = Field(default=30, ge=0)
@@ -63,27 +62,27 @@ class EWMAZScoreConfig(_DetectorBase):
 
 
 class StaticThresholdConfig(_DetectorBase):
-    """:class:`detectors.threshold.StaticThreshold`: how far outside ``[lower, upper]``."""
+    """:class:`vigil.detectors.threshold.StaticThreshold`: how far outside ``[lower, upper]``."""
 
-    target: ClassVar[str] = "detectors.threshold:StaticThreshold"
+    target: ClassVar[str] = "vigil.detectors.threshold:StaticThreshold"
     kind: Literal["static_threshold"] = "static_threshold"
     lower: float = -math.inf
     upper: float = math.inf
 
 
 class RateThresholdConfig(_DetectorBase):
-    """:class:`detectors.threshold.RateThreshold`: events per second over a sliding window."""
+    """:class:`vigil.detectors.threshold.RateThreshold`: events per second over a sliding window."""
 
-    target: ClassVar[str] = "detectors.threshold:RateThreshold"
+    target: ClassVar[str] = "vigil.detectors.threshold:RateThreshold"
     kind: Literal["rate_threshold"] = "rate_threshold"
     max_per_s: float = Field(gt=0)
     window_s: float = Field(default=60.0, gt=0)
 
 
 class RollingMADConfig(_DetectorBase):
-    """:class:`detectors.mad.RollingMAD`: robust z-score from the median and MAD of a window."""
+    """:class:`~vigil.detectors.mad.RollingMAD`: robust z-score from a window's median, MAD."""
 
-    target: ClassVar[str] = "detectors.mad:RollingMAD"
+    target: ClassVar[str] = "vigil.detectors.mad:RollingMAD"
     kind: Literal["rolling_mad"] = "rolling_mad"
     window: int = Field(default=100, ge=2)
     grace_period: int = Field(default=30, ge=0)
@@ -92,9 +91,9 @@ class RollingMADConfig(_DetectorBase):
 
 
 class SeasonalConfig(_DetectorBase):
-    """:class:`detectors.seasonal.SeasonalBaseline`: an EWMA per hour of day (and weekday)."""
+    """:class:`vigil.detectors.seasonal.SeasonalBaseline`: an EWMA per hour of day (and weekday)."""
 
-    target: ClassVar[str] = "detectors.seasonal:SeasonalBaseline"
+    target: ClassVar[str] = "vigil.detectors.seasonal:SeasonalBaseline"
     kind: Literal["seasonal"] = "seasonal"
     period: Literal["week_hour", "day_hour"] = "week_hour"
     tz: str = "Asia/Ho_Chi_Minh"
@@ -105,9 +104,9 @@ class SeasonalConfig(_DetectorBase):
 
 
 class CUSUMConfig(_DetectorBase):
-    """:class:`detectors.cusum.CUSUM`: two-sided cumulative sum of standardised deviations."""
+    """:class:`vigil.detectors.cusum.CUSUM`: two-sided cumulative sum of standardised deviations."""
 
-    target: ClassVar[str] = "detectors.cusum:CUSUM"
+    target: ClassVar[str] = "vigil.detectors.cusum:CUSUM"
     kind: Literal["cusum"] = "cusum"
     k: float = Field(default=0.5, ge=0)
     h: float = Field(default=5.0, gt=0)
@@ -117,9 +116,9 @@ class CUSUMConfig(_DetectorBase):
 
 
 class PageHinkleyConfig(_DetectorBase):
-    """:class:`detectors.page_hinkley.PageHinkley`: change in the mean (Page-Hinkley test)."""
+    """:class:`vigil.detectors.page_hinkley.PageHinkley`: change in the mean (Page-Hinkley test)."""
 
-    target: ClassVar[str] = "detectors.page_hinkley:PageHinkley"
+    target: ClassVar[str] = "vigil.detectors.page_hinkley:PageHinkley"
     kind: Literal["page_hinkley"] = "page_hinkley"
     delta: float = Field(default=0.005, ge=0)
     threshold: float = Field(default=50.0, gt=0)
@@ -128,9 +127,9 @@ class PageHinkleyConfig(_DetectorBase):
 
 
 class IsolationForestConfig(_DetectorBase):
-    """:class:`detectors.isolation_forest.WindowedIsolationForest`, refit on a sliding window."""
+    """:class:`~vigil.detectors.isolation_forest.WindowedIsolationForest` (sliding refit)."""
 
-    target: ClassVar[str] = "detectors.isolation_forest:WindowedIsolationForest"
+    target: ClassVar[str] = "vigil.detectors.isolation_forest:WindowedIsolationForest"
     kind: Literal["isolation_forest"] = "isolation_forest"
     window: int = Field(default=256, ge=2)
     refit_every: int = Field(default=64, ge=1)
@@ -142,9 +141,9 @@ class IsolationForestConfig(_DetectorBase):
 
 # ---------------------------------------------------------------- NAB-tuned detectors
 class ContextualConfig(_DetectorBase):
-    """:class:`detectors.contextual.ContextualAnomaly` (CAD OSE style). Score in [0, 1]."""
+    """:class:`vigil.detectors.contextual.ContextualAnomaly` (CAD OSE style). Score in [0, 1]."""
 
-    target: ClassVar[str] = "detectors.contextual:ContextualAnomaly"
+    target: ClassVar[str] = "vigil.detectors.contextual:ContextualAnomaly"
     kind: Literal["contextual"] = "contextual"
     input_min: float | None = None
     input_max: float | None = None
@@ -157,9 +156,9 @@ class ContextualConfig(_DetectorBase):
 
 
 class KNNCADConfig(_DetectorBase):
-    """:class:`detectors.knn_cad.KNNCAD`: conformal k-nearest neighbours. Score in [0, 1]."""
+    """:class:`vigil.detectors.knn_cad.KNNCAD`: conformal k-nearest neighbours. Score in [0, 1]."""
 
-    target: ClassVar[str] = "detectors.knn_cad:KNNCAD"
+    target: ClassVar[str] = "vigil.detectors.knn_cad:KNNCAD"
     kind: Literal["knn_cad"] = "knn_cad"
     probationary_period: int = Field(default=750, ge=0)
     dim: int = Field(default=19, ge=1)
@@ -170,9 +169,9 @@ class KNNCADConfig(_DetectorBase):
 
 
 class ResonanceConfig(_DetectorBase):
-    """:class:`detectors.resonance.AdaptiveResonance` (ARTime style). Score in [0, 1]."""
+    """:class:`vigil.detectors.resonance.AdaptiveResonance` (ARTime style). Score in [0, 1]."""
 
-    target: ClassVar[str] = "detectors.resonance:AdaptiveResonance"
+    target: ClassVar[str] = "vigil.detectors.resonance:AdaptiveResonance"
     kind: Literal["resonance"] = "resonance"
     input_min: float | None = None
     input_max: float | None = None
@@ -187,9 +186,9 @@ class ResonanceConfig(_DetectorBase):
 
 
 class EnsembleConfig(_DetectorBase):
-    """:class:`detectors.ensemble.ResonanceEnsemble`. Score in [0, 1]."""
+    """:class:`vigil.detectors.ensemble.ResonanceEnsemble`. Score in [0, 1]."""
 
-    target: ClassVar[str] = "detectors.ensemble:ResonanceEnsemble"
+    target: ClassVar[str] = "vigil.detectors.ensemble:ResonanceEnsemble"
     kind: Literal["ensemble"] = "ensemble"
     input_min: float | None = None
     input_max: float | None = None
@@ -204,12 +203,12 @@ class EnsembleConfig(_DetectorBase):
 
 # ---------------------------------------------------------------- wrappers
 class LikelihoodConfig(_DetectorBase):
-    """:class:`detectors.likelihood.AnomalyLikelihood` around any other detector.
+    """:class:`vigil.detectors.likelihood.AnomalyLikelihood` around any other detector.
 
     Score in [0, 1] (the probability that the recent raw scores are this high).
     """
 
-    target: ClassVar[str] = "detectors.likelihood:AnomalyLikelihood"
+    target: ClassVar[str] = "vigil.detectors.likelihood:AnomalyLikelihood"
     kind: Literal["likelihood"] = "likelihood"
     detector: DetectorConfig = EWMAZScoreConfig()
     learning_period: int = Field(default=288, ge=0)

@@ -24,9 +24,8 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
-
-from flows.config_base import Frozen, Severity
-from flows.config_detectors import DetectorConfig, EWMAZScoreConfig
+from vigil.flows.config_base import Frozen, Severity
+from vigil.flows.config_detectors import DetectorConfig, EWMAZScoreConfig
 
 
 def _check_tz(v: str | None) -> str | None:

@@ -25,8 +25,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
-
-from flows.config_base import Frozen, Severity
+from vigil.flows.config_base import Frozen, Severity
 
 #: Item fields the flow reads; ``fields`` maps them to the names an input uses.
 ITEM_FIELDS = ("id", "published_at", "source", "author", "title", "text", "url", "language")
@@ -117,7 +116,7 @@ class DedupConfig(Frozen):
 
 
 class VolumeDetectorConfig(Frozen):
-    """Hyperparameters of :class:`flows.media_volume.MentionVolume` (same defaults)."""
+    """Hyperparameters of :class:`vigil.flows.media_volume.MentionVolume` (same defaults)."""
 
     period: Literal["day_hour", "week_hour"] = "day_hour"
     tz: str = "Asia/Ho_Chi_Minh"

@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-
-from flows.config_base import Frozen, Severity
+from vigil.flows.config_base import Frozen, Severity
 
 
 class FieldMapping(Frozen):

@@ -1,7 +1,7 @@
 """The health flow: Vigil watches itself and alerts through its own pipeline.
 
 Every ``interval_s`` the monitor reads the in-process metrics every flow keeps (the
-:class:`sinks.prometheus.FlowMetrics` counters and the alert sink's failure counter, all on
+:class:`vigil.sinks.prometheus.FlowMetrics` counters and the alert sink's failure counter, all on
 the run's ``CollectorRegistry``) and checks four conditions:
 
 ==========================  =================================================  ==========
@@ -19,7 +19,7 @@ kind                        holds while                                        e
                             times or more in the last ``window_s``
 ==========================  =================================================  ==========
 
-A condition becomes a :class:`flows.records.Detection` with ``feed="engine"`` when it starts
+A condition becomes a :class:`vigil.records.Detection` with ``feed="engine"`` when it starts
 to hold, and again every ``repeat_s`` (default a minute) while it holds, so a receiver that
 missed one still learns about it; it is re-armed once it clears. The detections join every
 other flow's on the way to the alert sink, and are counted in
@@ -49,10 +49,10 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 from typing_extensions import override
+from vigil.flows.config_base import Frozen, Severity
+from vigil.sinks.prometheus import ALERTING_DELIVERIES, EVENT_TIME, LINES, SINK_FAILURES
 
-from flows.config_base import Frozen, Severity
-from flows.records import DeadLetter, Detection
-from sinks.prometheus import ALERTING_DELIVERIES, EVENT_TIME, LINES, SINK_FAILURES
+from vigil.records import DeadLetter, Detection
 
 FEED = "engine"
 SOURCE_SILENT = "source_silent"
@@ -107,7 +107,7 @@ def read_totals(registry: CollectorRegistry) -> Totals:
     Examples
     --------
     >>> from prometheus_client import CollectorRegistry
-    >>> from sinks.prometheus import FlowMetrics
+    >>> from vigil.sinks.prometheus import FlowMetrics
     >>> r = CollectorRegistry()
     >>> FlowMetrics("security", registry=r).lines.labels("security", "ssh", "parsed").inc(3)
     >>> read_totals(r).lines
@@ -398,7 +398,7 @@ def build(flow: Dataflow, source: HealthSource, metrics_sink: Any) -> HealthOut:
 
 
 def attach(flow: Dataflow, io: Any) -> HealthOut:
-    """``FLOWS["health"]``: monitor every flow of this run (see :class:`flows.main.FlowIO`)."""
+    """``FLOWS["health"]``: watch every flow of this run (:class:`~vigil.flows.main.FlowIO`)."""
     cfg = getattr(io.cfg, "health", None) or HealthConfig()
     registry = io.registry
     source = HealthSource(cfg, lambda: read_totals(registry))

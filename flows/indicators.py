@@ -8,7 +8,7 @@
 
 Records are ``{series, ts, value, labels}``. Each series is judged by the first rule whose
 glob matches its name (``indicators.rules``, then ``indicators.default``), with its own
-baseline: one detector per series, kept in a :class:`~detectors.keyed.KeyedDetectors` per
+baseline: one detector per series, kept in a :class:`~vigil.detectors.keyed.KeyedDetectors` per
 rule (warm-up, group fallback, idle expiry, bounded memory).
 
 As in the security flow, points travel per *shard* of the series name, in lists: bytewax
@@ -41,13 +41,13 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from typing_extensions import override
+from vigil.detectors.base import Explanation
+from vigil.detectors.keyed import KeyedDetectors, KeyedDetectorsState
+from vigil.flows.config_detectors import make_detector
+from vigil.flows.config_indicators import IndicatorInput, IndicatorRule, IndicatorsConfig
+from vigil.flows.errors import ConfigError
 
-from detectors.base import Explanation
-from detectors.keyed import KeyedDetectors, KeyedDetectorsState
-from flows.config_detectors import make_detector
-from flows.config_indicators import IndicatorInput, IndicatorRule, IndicatorsConfig
-from flows.errors import ConfigError
-from flows.records import DeadLetter, Detection, RawLine, SeriesPoint, Tally
+from vigil.records import DeadLetter, Detection, RawLine, SeriesPoint, Tally
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def parse_ts(v: Any, tz: ZoneInfo | None) -> float:
     >>> parse_ts("2024-05-01 08:00:00", None)
     Traceback (most recent call last):
     ...
-    flows.indicators._Bad: timestamp without time zone
+    vigil.flows.indicators._Bad: timestamp without time zone
     """
     if isinstance(v, bool):
         raise _Bad(BAD_TS)
@@ -197,7 +197,7 @@ class IndicatorParser:
 
     Examples
     --------
-    >>> from flows.config_indicators import IndicatorInput
+    >>> from vigil.flows.config_indicators import IndicatorInput
     >>> p = IndicatorParser(IndicatorInput(paths=("x",), format="jsonl"))
     >>> p.parse(RawLine("jsonl", "x", '{"series": "a", "ts": 60, "value": "1.5"}'))
     IndicatorPoint(series='a', ts=60.0, value=1.5, labels=())
@@ -392,7 +392,7 @@ class IndicatorDetectors:
 
     Examples
     --------
-    >>> from flows.config_indicators import IndicatorsConfig
+    >>> from vigil.flows.config_indicators import IndicatorsConfig
     >>> cfg = IndicatorsConfig.model_validate({"default": {"threshold": 4, "warmup": 5,
     ...     "detector": {"kind": "ewma_zscore", "alpha": 0.2, "grace_period": 5}}})
     >>> det = IndicatorDetectors(cfg)
@@ -728,7 +728,7 @@ class _CappedPartition(StatelessSinkPartition[Any]):
 # ====================================================================== composition
 def make_sources(cfg: IndicatorsConfig) -> list[tuple[Source[RawLine], IndicatorInput]]:
     """One file source per configured input, with the settings its lines are parsed by."""
-    from sources.files import FileTailSource
+    from vigil.sources.files import FileTailSource
 
     return [
         (

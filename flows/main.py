@@ -1,6 +1,6 @@
 """The composition root: the only place where configuration becomes real I/O.
 
-``python -m bytewax.run "flows.main:flow('vigil.yaml')"`` runs the security flow with
+``python -m bytewax.run "vigil.flows.main:flow('vigil.yaml')"`` runs the security flow with
 bytewax's own runner; the ``vigil`` CLI calls :func:`build_security` directly.
 """
 
@@ -22,9 +22,8 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from prometheus_client import REGISTRY, CollectorRegistry
-
-from flows import security
-from flows.config import (
+from vigil.flows import security
+from vigil.flows.config import (
     FileInput,
     KafkaInput,
     RedisStreamInput,
@@ -34,15 +33,16 @@ from flows.config import (
     VigilConfig,
     load_config,
 )
-from flows.errors import ConfigError
-from flows.parsers import LineParser
-from flows.records import DeadLetter, Detection, RawLine, Watermark
-from sinks.jsonl import open_append
-from sinks.prometheus import FlowMetrics, MetricsSink
-from sources.files import FileTailSource
-from sources.redis_streams import RedisStreamSource, stream_names
-from sources.replay import ReplaySource
-from sources.syslog import SyslogSource
+from vigil.flows.errors import ConfigError
+from vigil.flows.parsers import LineParser
+from vigil.sinks.jsonl import open_append
+from vigil.sinks.prometheus import FlowMetrics, MetricsSink
+from vigil.sources.files import FileTailSource
+from vigil.sources.redis_streams import RedisStreamSource, stream_names
+from vigil.sources.replay import ReplaySource
+from vigil.sources.syslog import SyslogSource
+
+from vigil.records import DeadLetter, Detection, RawLine, Watermark
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def make_sources(
         elif isinstance(inp, RedisStreamInput):
             out.append(redis_stream_source(inp))
         elif isinstance(inp, KafkaInput):
-            from sources.kafka import KafkaLineSource
+            from vigil.sources.kafka import KafkaLineSource
 
             try:
                 out.append(
@@ -118,7 +118,7 @@ def redis_stream_source(
     """The bus source for one ``redis_stream`` input (any flow can call this)."""
     url = inp.url
     if inp.password_env:
-        from flows.bus import with_password
+        from vigil.flows.bus import with_password
 
         url = with_password(url, (environ or os.environ).get(inp.password_env))
     return RedisStreamSource(
@@ -204,8 +204,10 @@ class FlowIO:
 
 
 class Attached(Protocol):
-    detections: Stream[Detection | Watermark]
-    dead: Stream[DeadLetter]
+    @property
+    def detections(self) -> Stream[Detection | Watermark]: ...
+    @property
+    def dead(self) -> Stream[DeadLetter]: ...
 
 
 def _attach_security(flow: Dataflow, io: FlowIO) -> Attached:
@@ -217,11 +219,11 @@ def _attach_security(flow: Dataflow, io: FlowIO) -> Attached:
 #: Flow name -> "module:function" of its attach(flow, io) -> Attached. A module that is not
 #: there yet makes its flow unavailable, not the CLI.
 FLOWS: dict[str, str] = {
-    "security": "flows.main:_attach_security",
-    "indicators": "flows.indicators:attach",
-    "service_queues": "flows.service_queues:attach",
-    "media": "flows.media:attach",
-    "health": "flows.health:attach",
+    "security": "vigil.flows.main:_attach_security",
+    "indicators": "vigil.flows.indicators:attach",
+    "service_queues": "vigil.flows.service_queues:attach",
+    "media": "vigil.flows.media:attach",
+    "health": "vigil.flows.health:attach",
 }
 
 
@@ -269,7 +271,7 @@ def make_alert_sink(
     and notifications go through the outbox to the configured receivers
     (``alerting.receivers``, or ``alerts.webhook`` as the receiver ``default``).
     """
-    from flows.alerting_wiring import make_alerting_sink
+    from vigil.flows.alerting_wiring import make_alerting_sink
 
     return make_alerting_sink(
         cfg, registry=registry, on_alert=on_alert, environ=environ, live=live, finite=finite
@@ -329,14 +331,14 @@ def build_flows(
 
 
 def flow(config_path: str, flows: str = "security") -> Dataflow:
-    """Entry point for ``python -m bytewax.run "flows.main:flow('vigil.yaml')"``.
+    """Entry point for ``python -m bytewax.run "vigil.flows.main:flow('vigil.yaml')"``.
 
     ``flows`` is a comma-separated list of flow names.
     """
     cfg = load_config(config_path)
     f, _ = build_flows(flows.split(","), cfg)
     if cfg.metrics.enabled:
-        from sinks.prometheus import serve
+        from vigil.sinks.prometheus import serve
 
         serve(cfg.metrics.host, cfg.metrics.port)
         print(f"vigil: metrics on {cfg.metrics.host}:{cfg.metrics.port}", file=sys.stderr)

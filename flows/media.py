@@ -34,13 +34,13 @@ from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
+from vigil.flows.config_media import MediaConfig
+from vigil.flows.media_analysis import FEED, MediaAnalyzer, MediaSnapshot
+from vigil.flows.media_records import MediaItem, MediaTally
+from vigil.flows.media_sentiment import ModelScorer, SentimentScorer, make_scorer
+from vigil.flows.media_text import WatchList, fold, guess_language, minhash, terms, tokens
 
-from flows.config_media import MediaConfig
-from flows.media_analysis import FEED, MediaAnalyzer, MediaSnapshot
-from flows.media_records import MediaItem, MediaTally
-from flows.media_sentiment import ModelScorer, SentimentScorer, make_scorer
-from flows.media_text import WatchList, fold, guess_language, minhash, terms, tokens
-from flows.records import DeadLetter, Detection, Tally
+from vigil.records import DeadLetter, Detection, Tally
 
 __all__ = ["FEED", "MediaStreams", "attach", "build_flow", "item_time", "make_parse_batch"]
 
@@ -341,10 +341,10 @@ def build_pipeline_parts(
 def attach(flow: Dataflow, io: Any) -> MediaStreams:
     """Add the media pipeline to ``flow`` with inputs and metrics from ``io`` (``FlowIO``).
 
-    The entry point named in ``flows.main.FLOWS``.
+    The entry point named in ``vigil.flows.main.FLOWS``.
     """
-    from flows.media_metrics import MediaMetricsSink
-    from flows.media_sources import make_media_sources
+    from vigil.flows.media_metrics import MediaMetricsSink
+    from vigil.flows.media_sources import make_media_sources
 
     cfg: MediaConfig = io.cfg.media
     sources = make_media_sources(cfg, item_time, speed_override=io.speed_override)

@@ -1,7 +1,7 @@
 """Stories, volumes, negative surges and emerging stories over a stream of media items.
 
 :class:`MediaAnalyzer` is plain Python (no bytewax): the flow feeds it batches of
-:class:`~flows.media_records.MediaItem` in roughly event-time order and gets detections and
+:class:`~vigil.flows.media_records.MediaItem` in roughly event-time order and gets detections and
 telemetry back. It works in event time on buckets of ``bucket_s`` seconds; a bucket is
 closed once an item ``allowed_lateness_s`` newer than its end has arrived (or at the end
 of input, or by the wall clock when the stream is live: :meth:`MediaAnalyzer.tick`).
@@ -11,7 +11,7 @@ the metrics, but no longer change the windows.
 On each closed bucket:
 
 - **Volume**: each watched entity's mentions in the bucket (copies included: a retweet
-  is attention) go through its own :class:`~flows.media_volume.MentionVolume`.
+  is attention) go through its own :class:`~vigil.flows.media_volume.MentionVolume`.
 - **Negative surge**: negatives ``k`` of ``n`` mentions of an entity over the last
   ``window_s`` against the entity's own share ``p0`` (an exponentially decayed count of
   older buckets): a binomial z-score ``(k - n p0) / sqrt(n p0 (1 - p0))``.
@@ -50,11 +50,12 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from flows.config_media import MediaConfig
-from flows.media_records import EmergingStory, MediaItem, MediaTally
-from flows.media_text import MinHashIndex
-from flows.media_volume import MentionVolume, MentionVolumeState
-from flows.records import Detection, SeriesPoint
+from vigil.flows.config_media import MediaConfig
+from vigil.flows.media_records import EmergingStory, MediaItem, MediaTally
+from vigil.flows.media_text import MinHashIndex
+from vigil.flows.media_volume import MentionVolume, MentionVolumeState
+
+from vigil.records import Detection, SeriesPoint
 
 FEED = "media"
 _TOTAL = "\x00stories"  # the baseline of all stories, kept beside the terms'
@@ -246,7 +247,7 @@ class MediaAnalyzer:
 
     Examples
     --------
-    >>> from flows.config_media import MediaConfig, WatchEntity
+    >>> from vigil.flows.config_media import MediaConfig, WatchEntity
     >>> cfg = MediaConfig(watch=(WatchEntity(id="vl", aliases=("Văn Lâm",)),))
     >>> an = MediaAnalyzer(cfg)
     >>> it = MediaItem(ts=0.0, source="t", item_id="1", author="", title="", text="x",
@@ -467,7 +468,7 @@ class MediaAnalyzer:
         one alert (no resolve-and-refire at the boundary); a condition missing for longer
         is a new episode.
 
-        >>> from flows.config_media import MediaConfig
+        >>> from vigil.flows.config_media import MediaConfig
         >>> an = MediaAnalyzer(MediaConfig(bucket_s=300))
         >>> an._hold(3600), an._hold(3500), an._hold(10_800)
         (3900.0, 3900.0, 11100.0)

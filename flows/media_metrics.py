@@ -1,9 +1,10 @@
 """Prometheus metrics of the media flow.
 
 Common telemetry (tallies of items read, dead letters, detections, the per-entity volume
-series) goes to the flow's :class:`sinks.prometheus.FlowMetrics`; the media records
-(:class:`~flows.media_records.MediaTally`, :class:`~flows.media_records.EmergingStory`) to
-the metrics named ``MEDIA_*`` in :mod:`sinks.prometheus`. Labels are bounded: entities
+series) goes to the flow's :class:`vigil.sinks.prometheus.FlowMetrics`; the media records
+(:class:`~vigil.flows.media_records.MediaTally`,
+:class:`~vigil.flows.media_records.EmergingStory`) to
+the metrics named ``MEDIA_*`` in :mod:`vigil.sinks.prometheus`. Labels are bounded: entities
 come from the watch list, sources from the configured inputs, sentiment has three values,
 and the top-terms gauge holds at most ``top_k`` label sets (others are removed).
 """
@@ -20,9 +21,8 @@ from typing import Any
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 from typing_extensions import override
-
-from flows.media_records import EmergingStory, MediaTally
-from sinks.prometheus import (
+from vigil.flows.media_records import EmergingStory, MediaTally
+from vigil.sinks.prometheus import (
     MEDIA_ITEMS,
     MEDIA_ITEMS_RATE,
     MEDIA_MENTIONS,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from flows.media_text import LexiconSentiment, has_diacritics, tokens
+from vigil.flows.media_text import LexiconSentiment, has_diacritics, tokens
 
 LABELS = ("negative", "neutral", "positive")
 _LABEL_COLUMNS = ("label", "sentiment", "airline_sentiment", "polarity")
@@ -33,7 +33,7 @@ class SentimentScorer(Protocol):
 
 
 class LexiconScorer:
-    """The shipped lexicon (see :class:`flows.media_text.LexiconSentiment`).
+    """The shipped lexicon (see :class:`vigil.flows.media_text.LexiconSentiment`).
 
     >>> LexiconScorer().score("Chuyến bay bị huỷ, rất thất vọng", "vi")[0]
     'negative'

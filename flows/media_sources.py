@@ -19,11 +19,10 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
 from typing_extensions import override
-
-from flows.config_media import HTTPJSONInput, MediaConfig, PostReplayInput, RSSInput
-from sources.http_poll import HTTPJSONSource
-from sources.replay import expand_paths
-from sources.rss import RSSSource
+from vigil.flows.config_media import HTTPJSONInput, MediaConfig, PostReplayInput, RSSInput
+from vigil.sources.http_poll import HTTPJSONSource
+from vigil.sources.replay import expand_paths
+from vigil.sources.rss import RSSSource
 
 __all__ = ["PostReplaySource", "make_media_sources", "read_posts"]
 

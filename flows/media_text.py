@@ -439,7 +439,9 @@ class MinHashIndex:
 @lru_cache(maxsize=4)
 def load_stopwords(lang: str) -> frozenset[str]:
     """Folded stop words shipped in ``flows/lexicons/stopwords_<lang>.txt``."""
-    text = (resources.files("flows") / "lexicons" / f"stopwords_{lang}.txt").read_text("utf-8")
+    text = (resources.files("vigil.flows") / "lexicons" / f"stopwords_{lang}.txt").read_text(
+        "utf-8"
+    )
     return frozenset(
         fold(w) for line in text.splitlines() if (w := line.strip()) and not w.startswith("#")
     )
@@ -482,7 +484,9 @@ class _Lexicon:
 
 
 def _read_lexicon(lang: str) -> _Lexicon:
-    text = (resources.files("flows") / "lexicons" / f"sentiment_{lang}.tsv").read_text("utf-8")
+    text = (resources.files("vigil.flows") / "lexicons" / f"sentiment_{lang}.tsv").read_text(
+        "utf-8"
+    )
     words: dict[tuple[str, ...], float] = {}
     negators: set[str] = set()
     intens: dict[str, float] = {}

@@ -11,9 +11,9 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from detectors.base import Explanation
-from detectors.likelihood import AnomalyLikelihood, AnomalyLikelihoodState
-from detectors.seasonal import SeasonalBaseline, SeasonalBaselineState
+from vigil.detectors.base import Explanation
+from vigil.detectors.likelihood import AnomalyLikelihood, AnomalyLikelihoodState
+from vigil.detectors.seasonal import SeasonalBaseline, SeasonalBaselineState
 
 
 class _OneSidedAtTime:
@@ -59,9 +59,9 @@ class MentionVolume:
     Each count ``x`` (mentions in one bucket) is variance-stabilised as ``sqrt(x)``
     (Anscombe: a Poisson count's square root has a standard deviation near 0.5, hence
     ``min_std=0.5``), averaged over the last ``smooth`` buckets, and compared with a
-    seasonal baseline (:class:`detectors.seasonal.SeasonalBaseline`, one EWMA per hour of
+    seasonal baseline (:class:`vigil.detectors.seasonal.SeasonalBaseline`, one EWMA per hour of
     the day or week). Only counts above the baseline score. The z-scores are turned into
-    a probability by :class:`detectors.likelihood.AnomalyLikelihood` (Numenta's anomaly
+    a probability by :class:`vigil.detectors.likelihood.AnomalyLikelihood` (Numenta's anomaly
     likelihood, log scale), which makes one threshold mean the same on quiet and busy
     entities.
 
@@ -72,12 +72,12 @@ class MentionVolume:
     Parameters
     ----------
     period, tz, alpha, min_std
-        Of the seasonal baseline (see :class:`detectors.seasonal.SeasonalBaseline`).
+        Of the seasonal baseline (see :class:`vigil.detectors.seasonal.SeasonalBaseline`).
     smooth
         Buckets in the moving average of the square-rooted counts.
     averaging_window, learning_period, estimation_samples, historic_window,
     reestimation_period
-        Of the likelihood estimator (see :class:`detectors.likelihood.AnomalyLikelihood`).
+        Of the likelihood estimator (see :class:`vigil.detectors.likelihood.AnomalyLikelihood`).
 
     Examples
     --------

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from detectors.base import Explanation
+from vigil.detectors.base import Explanation
 
 WORKDAY, SATURDAY, HOLIDAY = 0, 1, 2
 DAY_TYPES = ("workday", "saturday", "sunday_or_holiday")
@@ -34,7 +34,7 @@ def read_holidays(spec: str) -> dict[date, str]:
     """
     if spec in BUILTIN_CALENDARS:
         text = (
-            resources.files("flows") / "demo_data" / "queues" / f"holidays_{spec}.txt"
+            resources.files("vigil.flows") / "demo_data" / "queues" / f"holidays_{spec}.txt"
         ).read_text(encoding="utf-8")
     else:
         text = Path(spec).read_text(encoding="utf-8")

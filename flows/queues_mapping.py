@@ -1,6 +1,6 @@
-"""From a portal's rows to :class:`~flows.queues_records.QueueEvent`, by configuration alone.
+"""From a portal's rows to :class:`~vigil.flows.queues_records.QueueEvent`, by configuration alone.
 
-:class:`CaseMapper` applies a :class:`~flows.config_queues.FieldMapping`: it reads only the
+:class:`CaseMapper` applies a :class:`~vigil.flows.config_queues.FieldMapping`: it reads only the
 mapped fields (everything else, addresses and names included, is never looked at), hashes
 the request id, parses local times in the mapping's time zone, and folds agencies,
 services and channels beyond the top-N into ``"other"`` (:class:`LabelFolder`), so metric
@@ -17,10 +17,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
+from vigil.flows.config_queues import FieldMapping
+from vigil.flows.queues_records import CLOSED, RECEIVED, STATUS, QueueEvent
 
-from flows.config_queues import FieldMapping
-from flows.queues_records import CLOSED, RECEIVED, STATUS, QueueEvent
-from flows.records import DeadLetter
+from vigil.records import DeadLetter
 
 OTHER = "other"
 _MAX_LABEL = 64
@@ -142,7 +142,7 @@ class CaseMapper:
 
     Examples
     --------
-    >>> from flows.config_queues import FieldMapping
+    >>> from vigil.flows.config_queues import FieldMapping
     >>> m = FieldMapping(id="case", agency="dept", received_at="open", closed_at="closed",
     ...                  due_at="due", timezone="America/New_York")
     >>> mapper = CaseMapper(m, LabelFolder(5), LabelFolder(5), LabelFolder(5))

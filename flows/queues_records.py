@@ -7,7 +7,7 @@ salted hash, and no record here holds personal fields.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 RECEIVED = "received"
 STATUS = "status"
@@ -50,32 +50,3 @@ class QueueEvent:
     received: float | None = None
     on_time: bool | None = None
     status: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """Aggregates of one agency (or one agency's service) over one closed window.
-
-    ``service`` is ``""`` for the agency as a whole. Counts cover the window
-    ``[ts - window_s, ts)``; ``backlog`` and ``overdue`` are levels at ``ts``;
-    ``breaches`` and ``met`` count the deadlines that passed while open, and those met by
-    a completion, in the window; the rate and quantiles cover the trailing ``trail_s``
-    seconds (``nan`` when nothing completed).
-    """
-
-    ts: float
-    window_s: float
-    agency: str
-    service: str
-    arrivals: int
-    completions: int
-    backlog: int
-    overdue: int
-    breaches: int
-    met: int
-    on_time_rate: float
-    p50_s: float
-    p90_s: float
-    p99_s: float
-    trail_s: float = 86400.0
-    channels: tuple[tuple[str, int], ...] = field(default_factory=tuple)

@@ -10,11 +10,11 @@
   completions, backlog and overdue levels at the window's end, deadlines missed, on-time
   completion rate and processing-time quantiles (Apache DataSketches KLL, merged over the
   trailing ``trail_s``), arrivals by channel;
-- the detectors of :mod:`flows.service_queues` (arrival surge/drop, backlog growth,
+- the detectors of :mod:`vigil.flows.service_queues` (arrival surge/drop, backlog growth,
   overdue share, throughput collapse), evaluated as each window closes.
 
-It emits :class:`~flows.queues_records.QueueStats` and
-:class:`~flows.records.Detection` records. Being plain Python, it is tested, benchmarked
+It emits :class:`~vigil.flows.queues_records.QueueStats` and
+:class:`~vigil.records.Detection` records. Being plain Python, it is tested, benchmarked
 and reused by ``vigil report`` on its own.
 """
 
@@ -29,17 +29,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from datasketches import kll_floats_sketch
-
-from detectors.cusum import CUSUM
-from flows.config_queues import ServiceQueuesConfig
-from flows.queues_calendar import (
+from vigil.detectors.cusum import CUSUM
+from vigil.flows.config_queues import ServiceQueuesConfig
+from vigil.flows.queues_calendar import (
     DAY_TYPES,
     CalendarBaseline,
     WorkCalendar,
 )
-from flows.queues_mapping import OTHER
-from flows.queues_records import CLOSED, RECEIVED, STATUS, QueueEvent, QueueStats
-from flows.records import Detection
+from vigil.flows.queues_mapping import OTHER
+from vigil.flows.queues_records import CLOSED, RECEIVED, STATUS, QueueEvent
+
+from vigil.records import Detection, QueueStats
 
 FEED = "service_queues"
 _KLL_K = 200  # ~1.3% normalized rank error, a few KiB per non-empty sketch
@@ -271,8 +271,8 @@ class QueueMonitor:
     --------
     A request due at 10:00 that is still open at 10:00 counts as overdue from then on:
 
-    >>> from flows.config_queues import ServiceQueuesConfig
-    >>> from flows.queues_records import QueueEvent
+    >>> from vigil.flows.config_queues import ServiceQueuesConfig
+    >>> from vigil.flows.queues_records import QueueEvent
     >>> mon = QueueMonitor(ServiceQueuesConfig(), WorkCalendar("UTC"))
     >>> t0 = 1_700_000_000.0 - 1_700_000_000.0 % 3600
     >>> _ = mon.process([QueueEvent(t0, "received", "r1", "PWD", due=t0 + 3600)])

@@ -29,13 +29,14 @@ from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
+from vigil.detectors.base import Detector, Explanation
+from vigil.flows.config import SecurityConfig
+from vigil.flows.config import SecurityRules as RulesConfig
+from vigil.flows.config_detectors import make_detector
+from vigil.flows.parsers import LineParser
+from vigil.flows.windows import SlidingCount, SlidingDistinct
 
-from detectors.base import Detector, Explanation
-from flows.config import SecurityConfig
-from flows.config import SecurityRules as RulesConfig
-from flows.config_detectors import make_detector
-from flows.parsers import LineParser
-from flows.records import (
+from vigil.records import (
     DeadLetter,
     Detection,
     RawLine,
@@ -44,7 +45,6 @@ from flows.records import (
     Tally,
     Watermark,
 )
-from flows.windows import SlidingCount, SlidingDistinct
 
 FEED = "security"
 
@@ -60,8 +60,10 @@ _MAX_EMPTY_WINDOWS = 10_000
 
 
 class _RuleLike(Protocol):
-    severity: str
-    window_s: float
+    @property
+    def severity(self) -> str: ...
+    @property
+    def window_s(self) -> float: ...
 
 
 def _decay(value: float, last_ts: float, ts: float, tau: float) -> float:
@@ -278,7 +280,7 @@ class SecurityRules:
 
     Examples
     --------
-    >>> from flows.config import SecurityRules as Cfg
+    >>> from vigil.flows.config import SecurityRules as Cfg
     >>> rules = SecurityRules(Cfg())
     >>> ev = [SecurityEvent(ts=float(t), dataset="ssh", action="authentication",
     ...       outcome="failure", reason="password", source_ip="203.0.113.9", user_name="root")
@@ -965,6 +967,7 @@ class VolumeBaseline:
         vr = self.rule
         end = b + self.tumbling_s
         hits: dict[tuple[float, float], list[tuple[str, float, Explanation]]] = {}
+        series: str
         for series in vr.series:
             x = float(counts.get(series, 0))
             det = self._dets.get(series)
@@ -1050,7 +1053,7 @@ RulesOut = Detection | DeadLetter | Tally | Watermark
 class RulesLogic(StatefulBatchLogic[ShardBatch, RulesOut, RulesSnapshot]):
     """One shard of sources. Takes (events, newest event time per log source, shard) per
     parse batch; emits detections, dead letters, a timing tally per batch, and then, for
-    each log source, a :class:`~flows.records.Watermark`: every event of the parse batches
+    each log source, a :class:`~vigil.records.Watermark`: every event of the parse batches
     seen so far is processed, so this shard's later detections are not older than the
     newest event time of those batches (the input's own disorder aside)."""
 
@@ -1099,7 +1102,7 @@ class VolumeLogic(
 ):
     """The volume baseline of one dataset (each log source has its own rates and clock).
 
-    After each batch it promises (:class:`~flows.records.Watermark`) that its next
+    After each batch it promises (:class:`~vigil.records.Watermark`) that its next
     detection ends no earlier than the first window not yet closed. It is a producer of
     the log source's clock like the rules' shards, so in a replay that clock waits for
     windows to close (``allowed_lateness_s``); a live clock follows the wall clock."""
@@ -1127,13 +1130,13 @@ class VolumeLogic(
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[SeriesPoint | Detection | Watermark], bool]:
-        return self.vb.flush(), StatefulBatchLogic.RETAIN
+        return list(self.vb.flush()), StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> VolumeSnapshot:
         return self.vb.snapshot()
 
 
-Parsed = tuple[str, list[SecurityEvent]] | DeadLetter | Tally
+Parsed = tuple[str, "ShardBatch"] | DeadLetter | Tally
 
 
 def make_parse_batch(
@@ -1194,9 +1197,8 @@ def make_parse_batch(
                     per_ds = buckets.get(ds)
                     if per_ds is None:
                         per_ds = buckets[ds] = {}
-                    c = per_ds.get(b)
-                    if c is None:
-                        c = per_ds[b] = {"events": 0}
+                    got = per_ds.get(b)
+                    c = per_ds[b] = {"events": 0} if got is None else got
                 c["events"] += 1
                 if action == "authentication":
                     if r.outcome == "failure":

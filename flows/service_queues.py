@@ -11,7 +11,7 @@
         |                                   Detection  (entity = agency)
         +--> dead letters, tallies
 
-Per-request state, windows and detectors live in :class:`flows.queues_state.QueueMonitor`
+Per-request state, windows and detectors live in :class:`vigil.flows.queues_state.QueueMonitor`
 (plain Python). Events are keyed by a *shard* of the agency, not by the request: bytewax
 keeps one logic object and snapshot per key, and a million open requests must not become a
 million of them. All events of a request carry its agency, so they meet in one shard.
@@ -45,14 +45,14 @@ from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
+from vigil.flows.config_queues import QueueFileInput, ServiceQueuesConfig
+from vigil.flows.queues_calendar import WorkCalendar, read_holidays
+from vigil.flows.queues_mapping import CaseMapper, LabelFolder
+from vigil.flows.queues_records import RECEIVED, QueueEvent
+from vigil.flows.queues_state import FEED, QueueMonitor, QueueSnapshot
+from vigil.sources.case_replay import CaseReplaySource
 
-from flows.config_queues import QueueFileInput, ServiceQueuesConfig
-from flows.queues_calendar import WorkCalendar, read_holidays
-from flows.queues_mapping import CaseMapper, LabelFolder
-from flows.queues_records import RECEIVED, QueueEvent, QueueStats
-from flows.queues_state import FEED, QueueMonitor, QueueSnapshot
-from flows.records import DeadLetter, Detection, Tally
-from sources.case_replay import CaseReplaySource
+from vigil.records import DeadLetter, Detection, QueueStats, Tally
 
 __all__ = [
     "FEED",
@@ -237,9 +237,9 @@ def attach(flow: Dataflow, io: Any) -> QueueStreams:
     """Add the queue flow to ``flow`` from ``io.cfg.service_queues`` (see flows/main.py).
 
     Tallies, detections and dead letters go to ``io.metrics_sink("service_queues")``; the
-    per-agency queue figures to :class:`sinks.queues.QueueMetricsSink` on ``io.registry``.
+    per-agency queue figures to :class:`vigil.sinks.queues.QueueMetricsSink` on ``io.registry``.
     """
-    from sinks.queues import QueueMetricsSink
+    from vigil.sinks.queues import QueueMetricsSink
 
     cfg: ServiceQueuesConfig = io.cfg.service_queues
     sources = make_sources(cfg, speed_override=io.speed_override, environ=io.environ)

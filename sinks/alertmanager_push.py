@@ -29,10 +29,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from sinks.alerting.delivery import JsonPoster
-from sinks.alerting.model import Transition
-from sinks.alerting.outbox import OutboxItem, SendResult
-from sinks.alerts import _rfc3339
+from vigil.sinks.alerting.delivery import JsonPoster
+from vigil.sinks.alerting.model import Transition
+from vigil.sinks.alerting.outbox import OutboxItem, SendResult
+from vigil.sinks.alerts import _rfc3339
 
 TARGET = "alertmanager"
 

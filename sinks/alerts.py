@@ -16,12 +16,12 @@ An alert is one entry of the ``alerts`` array of Alertmanager's webhook payload 
 
 :class:`AlertSink` writes each batch as JSON lines, hands each alert to a callback, and POSTs
 the batch as one webhook payload whose ``Idempotency-Key`` is derived from its alerts'
-``dedup_key``\\ s (see :mod:`sinks.webhook` for signing). It never raises: failures are
+``dedup_key``\\ s (see :mod:`vigil.sinks.webhook` for signing). It never raises: failures are
 logged without secrets and counted in ``vigil_sink_failures_total{sink,reason}``.
 
 Examples
 --------
->>> from flows.records import Detection
+>>> from vigil.records import Detection
 >>> d = Detection(kind="ssh_brute_force", entity="203.0.113.7", severity="high",
 ...               ts=1700000000.0, observed=42.0, threshold=10.0,
 ...               summary="42 failed logins", description="42 failures in 60s, limit 10",
@@ -56,11 +56,11 @@ import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 from typing_extensions import override
+from vigil.sinks.jsonl import open_append
+from vigil.sinks.prometheus import ALERTS, NOTIFICATIONS, SINK_FAILURES, get_or_create
+from vigil.sinks.webhook import WebhookClient
 
-from flows.records import Detection
-from sinks.jsonl import open_append
-from sinks.prometheus import ALERTS, NOTIFICATIONS, SINK_FAILURES, get_or_create
-from sinks.webhook import WebhookClient
+from vigil.records import Detection
 
 __all__ = [
     "ALERTS",
@@ -202,7 +202,7 @@ def episode_annotations(d: Detection) -> dict[str, str]:
     ``peak_value`` and ``peak_at``, ``first_seen``, ``log_source``, and one
     ``evidence_<name>`` per evidence list (``"22/tcp (41), 23/tcp (3)"``).
 
-    >>> from flows.records import Detection
+    >>> from vigil.records import Detection
     >>> d = Detection(kind="k", entity="e", severity="high", ts=120.0, observed=9.0,
     ...               threshold=5.0, summary="", description="", start=60.0, start_value=5.0,
     ...               peak=9.0, peak_ts=120.0, evidence=(("users", (("root", 7), ("a", 2))),))
@@ -445,7 +445,7 @@ class AlertSink(DynamicSink[Detection]):
     jsonl_path
         File to append JSON lines to; ``"-"`` is standard output; ``None`` writes none.
     webhook_factory
-        Creates one :class:`~sinks.webhook.WebhookClient` per worker in ``build()``; it
+        Creates one :class:`~vigil.sinks.webhook.WebhookClient` per worker in ``build()``; it
         is closed in the partition's ``close()``. ``None`` sends no webhooks.
     registry
         Where the ``vigil_*`` counters are registered (shared safely between sinks).

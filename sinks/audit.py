@@ -1,11 +1,11 @@
 """The audit log: one record per alert transition (pending, firing, resolved, inactive).
 
 With Redis the records go to the stream ``{prefix}:audit`` in the same transaction as
-the state change (see :mod:`sinks.alerting.store`); without it, to a JSON-lines file.
+the state change (see :mod:`vigil.sinks.alerting.store`); without it, to a JSON-lines file.
 
 Examples
 --------
->>> from sinks.alerting.model import Transition
+>>> from vigil.sinks.alerting.model import Transition
 >>> t = Transition("fp1", "pending", "firing", 1700000000.0, {"alertname": "x"}, {}, {})
 >>> audit_record(t, wall=1700000001.0)["transition"]
 'pending->firing'
@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-
-from sinks.alerting.model import Transition
+from vigil.sinks.alerting.model import Transition
 
 
 def audit_record(t: Transition, *, wall: float) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sinks.alerting.model import Transition
-from sinks.alerting.outbox import OutboxItem, SendResult
+from vigil.sinks.alerting.model import Transition
+from vigil.sinks.alerting.outbox import OutboxItem, SendResult
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sinks.alerting.delivery import JsonPoster
-from sinks.alerting.model import Notification
-from sinks.alerting.outbox import OutboxItem, SendResult
+from vigil.sinks.alerting.delivery import JsonPoster
+from vigil.sinks.alerting.model import Notification
+from vigil.sinks.alerting.outbox import OutboxItem, SendResult
 
 EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 #: Vigil severity -> PagerDuty severity (critical, error, warning, info).

@@ -26,7 +26,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from flows.records import DeadLetter, Detection, SeriesPoint, Tally
+from vigil.records import DeadLetter, Detection, SeriesPoint, Tally
 
 log = logging.getLogger(__name__)
 

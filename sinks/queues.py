@@ -13,9 +13,7 @@ from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
-
-from flows.queues_records import QueueStats
-from sinks.prometheus import (
+from vigil.sinks.prometheus import (
     QUEUE_ARRIVALS,
     QUEUE_BACKLOG,
     QUEUE_BREACHES,
@@ -26,6 +24,8 @@ from sinks.prometheus import (
     QUEUE_PROCESSING,
     get_or_create,
 )
+
+from vigil.records import QueueStats
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ stored in the outbox.
 
 Examples
 --------
->>> from sinks.alerting.model import Notification
+>>> from vigil.sinks.alerting.model import Notification
 >>> a = {"status": "firing", "labels": {"alertname": "x", "severity": "high"},
 ...      "annotations": {"summary": "S", "description": "D"}, "fingerprint": "f"}
 >>> n = Notification("id", "chat", "{}:{}", 1, "first_notification", "firing",
@@ -22,10 +22,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sinks.alerting.delivery import JsonPoster
-from sinks.alerting.model import Notification
-from sinks.alerting.outbox import OutboxItem, SendResult
-from sinks.alerting.templates import Templates
+from vigil.sinks.alerting.delivery import JsonPoster
+from vigil.sinks.alerting.model import Notification
+from vigil.sinks.alerting.outbox import OutboxItem, SendResult
+from vigil.sinks.alerting.templates import Templates
 
 
 def message(

@@ -4,7 +4,7 @@ Every row of the given files is read when the partition is built and handed to a
 ``convert`` callable, which turns it into records carrying an event time ``ts`` (a case row
 gives an arrival at its open time and a completion at its close time). The records of all
 files are then stable-sorted by event time and emitted, paced by ``speed`` like
-:class:`sources.replay.ReplaySource`. The snapshot is the index of the next record, so a
+:class:`vigil.sources.replay.ReplaySource`. The snapshot is the index of the next record, so a
 resumed replay carries on where it stopped.
 
 The source does not know what a field means: that is the converter's business (the flow's
@@ -22,9 +22,9 @@ from typing import Any, Protocol
 import orjson
 from bytewax.inputs import FixedPartitionedSource
 from typing_extensions import override
+from vigil.sources.replay import PacedPartition, expand_paths
 
-from flows.records import DeadLetter
-from sources.replay import PacedPartition, expand_paths
+from vigil.records import DeadLetter
 
 __all__ = ["CaseReplaySource", "read_rows"]
 

@@ -1,4 +1,4 @@
-"""Follow text files like ``tail -F`` and emit each line as a :class:`~flows.records.RawLine`.
+"""Follow text files like ``tail -F`` and emit each line as a :class:`~vigil.records.RawLine`.
 
 One bytewax partition per file path. Each partition reads the file in binary, in large chunks,
 splits on ``b"\\n"``, decodes UTF-8 with ``errors="replace"`` and strips one trailing
@@ -22,7 +22,7 @@ from itertools import repeat
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
 
-from flows.records import RawLine
+from vigil.records import RawLine
 
 __all__ = [
     "OVERSIZE_PREFIX_CHARS",
@@ -46,7 +46,7 @@ def oversize_line(fmt: str, origin: str, head: bytes, ref_ts: float) -> RawLine:
     Parameters
     ----------
     fmt, origin, ref_ts
-        As in :class:`~flows.records.RawLine`.
+        As in :class:`~vigil.records.RawLine`.
     head
         The start of the line (at least the first few KiB are enough).
 

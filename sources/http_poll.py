@@ -1,7 +1,7 @@
 """Poll HTTP endpoints on an interval: conditional GET, per-endpoint backoff, de-duplication.
 
 :class:`PollPartition` is the shared machinery of :class:`HTTPJSONSource` (here) and
-:class:`sources.rss.RSSSource`. It never blocks the worker: a request runs on a helper
+:class:`vigil.sources.rss.RSSSource`. It never blocks the worker: a request runs on a helper
 thread, ``next_batch`` returns ``[]`` until it is done, and ``next_awake`` says when to look
 again (the next poll, or shortly while a request is in flight).
 

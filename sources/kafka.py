@@ -1,4 +1,4 @@
-"""Read :class:`~flows.records.RawLine` records from Kafka through bytewax's Kafka connector.
+"""Read :class:`~vigil.records.RawLine` records from Kafka through bytewax's Kafka connector.
 
 Optional: needs the ``kafka`` extra (``pip install 'vigil[kafka]'``, which installs
 ``bytewax[kafka]``: ``confluent-kafka``). One bytewax partition per Kafka topic partition;
@@ -23,9 +23,9 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
+from vigil.sources.files import oversize_line
 
-from flows.records import RawLine
-from sources.files import oversize_line
+from vigil.records import RawLine
 
 __all__ = ["KafkaLineSource", "message_line"]
 

@@ -1,11 +1,11 @@
-"""Read :class:`~flows.records.RawLine` records from Redis Streams, one stream per partition.
+"""Read :class:`~vigil.records.RawLine` records from Redis Streams, one stream per partition.
 
 The bus layout
 --------------
 A *bus* is ``shards`` streams named ``<stream>:0`` ... ``<stream>:<shards-1>``. Each entry
 holds the fields of a ``RawLine``: ``fmt``, ``origin``, ``text`` and optionally ``ref_ts``
 (float seconds) and ``oversize`` (``"1"``). Producers (``vigil ingest``, ``vigil replay
---to``, see :mod:`flows.bus`) write them; every flow can read them through the input kind
+--to``, see :mod:`vigil.flows.bus`) write them; every flow can read them through the input kind
 ``redis_stream``.
 
 Positions, snapshots and rewinding
@@ -30,7 +30,7 @@ never by sleeping. The client does no retries of its own, and its socket timeout
 Trimming
 --------
 Streams are trimmed by the consumers, never by producers (producers bound the length with
-back-pressure instead, see :mod:`flows.bus`). A resume restarts from the *last committed*
+back-pressure instead, see :mod:`vigil.flows.bus`). A resume restarts from the *last committed*
 bytewax snapshot, which may be older than the last one taken: bytewax commits an epoch once
 every worker has finished it. So a partition publishes as *committed* the position of the
 snapshot ``ack_lag`` snapshots back (default 2: with bytewax's one-epoch-in-flight input
@@ -64,9 +64,9 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
+from vigil.sources.files import oversize_line
 
-from flows.records import RawLine
-from sources.files import oversize_line
+from vigil.records import RawLine
 
 __all__ = [
     "RedisStreamSource",

@@ -22,9 +22,9 @@ from typing import TypeVar
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
+from vigil.sources.files import decode_block
 
-from flows.records import RawLine
-from sources.files import decode_block
+from vigil.records import RawLine
 
 __all__ = ["ReplaySource"]
 

@@ -1,7 +1,7 @@
 """Poll RSS and Atom feeds (feedparser) as a bytewax source.
 
 Polling, conditional GET, backoff and de-duplication are those of
-:class:`sources.http_poll.PollPartition`; this module only decodes a feed document into
+:class:`vigil.sources.http_poll.PollPartition`; this module only decodes a feed document into
 item dicts::
 
     {"id", "published_at" (epoch seconds), "title", "text", "url", "author", "language"}
@@ -22,8 +22,7 @@ from typing import Any
 
 import feedparser  # type: ignore[import-untyped]
 import httpx
-
-from sources.http_poll import _PollSource
+from vigil.sources.http_poll import _PollSource
 
 __all__ = ["RSSSource", "decode_feed"]
 
@@ -96,7 +95,7 @@ class RSSSource(_PollSource):
     name
         The input's name (``source`` of its items).
     interval_s, timeout_s, max_backoff_s, max_polls
-        Polling (see :class:`sources.http_poll.PollPartition`).
+        Polling (see :class:`vigil.sources.http_poll.PollPartition`).
     client_factory
         ``timeout_s -> httpx.Client``.
     """

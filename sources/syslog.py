@@ -1,4 +1,4 @@
-"""Receive syslog messages over UDP and TCP and emit each one as a :class:`~flows.records.RawLine`.
+"""Receive syslog messages over UDP and TCP; emit each as a :class:`~vigil.records.RawLine`.
 
 The source only frames messages; it does not parse them. ``RawLine.text`` is the message as
 received, ``<PRI>`` header included (the parsers understand RFC 3164 and RFC 5424 headers).
@@ -22,9 +22,9 @@ from datetime import UTC, datetime, timedelta
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from typing_extensions import override
+from vigil.sources.files import OVERSIZE_PREFIX_CHARS, oversize_line
 
-from flows.records import RawLine
-from sources.files import OVERSIZE_PREFIX_CHARS, oversize_line
+from vigil.records import RawLine
 
 __all__ = ["SyslogSource", "TcpFramer"]
 

@@ -193,7 +193,7 @@ class HttpReceiver:
     Every request is answered with the next scripted :class:`Reply` (see :meth:`script`),
     or ``200`` once the script is used up. A ``2xx`` answer *accepts* the body, unless a
     body with the same ``Idempotency-Key`` was accepted before: then it only counts as a
-    duplicate (as a receiver following ``sinks.webhook``'s contract would behave).
+    duplicate (as a receiver following ``vigil.sinks.webhook``'s contract would behave).
     Requests without the header are always accepted.
     """
 

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from sinks.alerting.engine import AlertEngine, Observation
-from sinks.alerting.routing import Route
-from sinks.alerts import alert_from_detection
+from vigil.sinks.alerting.engine import AlertEngine, Observation
+from vigil.sinks.alerting.routing import Route
+from vigil.sinks.alerts import alert_from_detection
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "datasets" / "security"

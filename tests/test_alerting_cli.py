@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 import redis
+from vigil.sinks.alerting.engine import AlertEngine, ManualClock
+from vigil.sinks.alerting.routing import Route
+from vigil.sinks.alerting.store import MemoryStore, RedisStore
 
-from sinks.alerting.engine import AlertEngine, ManualClock
-from sinks.alerting.routing import Route
-from sinks.alerting.store import MemoryStore, RedisStore
 from tests.conftest import RedisServer
 
 T0 = 1_700_000_000.0
-VIGIL = [sys.executable, "-m", "flows.cli"]
+VIGIL = [sys.executable, "-m", "vigil.flows.cli"]
 
 
 def vigil(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

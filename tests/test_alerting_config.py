@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from flows.alerting_wiring import alerting_of, make_engine, make_route, state_dir
-from flows.config import parse_config
-from flows.errors import ConfigError
+from vigil.flows.alerting_wiring import alerting_of, make_engine, make_route, state_dir
+from vigil.flows.config import parse_config
+from vigil.flows.errors import ConfigError
 
 FULL = {
     "alerting": {
@@ -110,7 +109,7 @@ def test_alerts_webhook_is_the_simple_case() -> None:
 
 
 def test_missing_required_secret_fails_before_the_flow(tmp_path) -> None:
-    from flows.alerting_wiring import make_alerting_sink
+    from vigil.flows.alerting_wiring import make_alerting_sink
 
     cfg = parse_config({**FULL, "alerts": {"file": str(tmp_path / "a.jsonl")}})
     with pytest.raises(ConfigError, match="PD_KEY"):

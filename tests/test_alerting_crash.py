@@ -18,14 +18,14 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from vigil.sinks.alerting.outbox import RedisOutbox
+from vigil.sinks.webhook import verify_signature
 
-from sinks.alerting.outbox import RedisOutbox
-from sinks.webhook import verify_signature
 from tests.conftest import HttpReceiver, RedisServer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "security"
 AUTH_LOG = DATA / "ssh_auth_elastic" / "auth.log"
-VIGIL = [sys.executable, "-m", "flows.cli"]
+VIGIL = [sys.executable, "-m", "vigil.flows.cli"]
 SECRET = "crash-test-secret"
 
 

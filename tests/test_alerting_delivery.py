@@ -13,21 +13,21 @@ import orjson
 import pytest
 import redis
 from prometheus_client import CollectorRegistry
+from vigil.sinks.alerting.delivery import WebhookIntegration
+from vigil.sinks.alerting.engine import AlertEngine, ManualClock
+from vigil.sinks.alerting.model import Notification
+from vigil.sinks.alerting.outbox import Dispatcher, OutboxItem, RedisOutbox, RetryPolicy
+from vigil.sinks.alerting.routing import Route
+from vigil.sinks.alerting.service import AlertingService
+from vigil.sinks.alerting.store import RedisStore
+from vigil.sinks.alertmanager_push import AlertmanagerPush
+from vigil.sinks.grafana_annotations import GrafanaAnnotations
+from vigil.sinks.pagerduty import PagerDutyIntegration
+from vigil.sinks.slack import SlackIntegration
+from vigil.sinks.webhook import verify_signature
 
-from flows.records import Detection
-from sinks.alerting.delivery import WebhookIntegration
-from sinks.alerting.engine import AlertEngine, ManualClock
-from sinks.alerting.model import Notification
-from sinks.alerting.outbox import Dispatcher, OutboxItem, RedisOutbox, RetryPolicy
-from sinks.alerting.routing import Route
-from sinks.alerting.service import AlertingService
-from sinks.alerting.store import RedisStore
-from sinks.alertmanager_push import AlertmanagerPush
-from sinks.grafana_annotations import GrafanaAnnotations
-from sinks.pagerduty import PagerDutyIntegration
-from sinks.slack import SlackIntegration
-from sinks.webhook import verify_signature
 from tests.conftest import HttpReceiver, RedisServer
+from vigil.records import Detection
 
 # The fixtures come from the ``conftest`` module pytest loaded, which is not the same
 # module object as ``tests.conftest``: script replies with that module's Reply class.
@@ -229,7 +229,7 @@ def test_grafana_annotations_start_then_end(http_receiver: HttpReceiver) -> None
         set_id=ids.__setitem__,
         dashboard_uid="vigil",
     )
-    from sinks.alerting.model import Transition
+    from vigil.sinks.alerting.model import Transition
 
     a = note(3).alerts[0]
     start = g.on_transitions([Transition("fp3", "pending", "firing", T0, a["labels"], {}, a)])
@@ -268,7 +268,7 @@ def test_push_to_a_real_alertmanager(alertmanager_server: Any, http_receiver: Ht
         }
     )
     push = AlertmanagerPush(am.url, resend_s=30)
-    from sinks.alerting.model import Transition
+    from vigil.sinks.alerting.model import Transition
 
     a = {**note(4).alerts[0], "startsAt": "2023-11-14T22:13:20Z"}
     (fire,) = push.on_transitions([Transition("fp4", "pending", "firing", T0, a["labels"], {}, a)])

@@ -13,16 +13,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from sinks.alerting.engine import AlertEngine, ManualClock, ReceiverOptions
-from sinks.alerting.model import (
+from vigil.sinks.alerting.engine import AlertEngine, ManualClock, ReceiverOptions
+from vigil.sinks.alerting.model import (
     InhibitRule,
     MaintenanceWindow,
     Notification,
     Silence,
     parse_matchers,
 )
-from sinks.alerting.routing import Route
+from vigil.sinks.alerting.routing import Route
 
 T0 = 1_700_000_000.0
 
@@ -73,7 +72,7 @@ def run(
 
 
 def state(eng: AlertEngine, **kw: Any) -> str:
-    from sinks.alerts import fingerprint
+    from vigil.sinks.alerts import fingerprint
 
     a = eng.alerts.get(fingerprint(labels(**kw)))
     return "inactive" if a is None else a.state

@@ -16,16 +16,16 @@ from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
+from vigil.flows.alerting_wiring import _redis_client
+from vigil.sinks.alerting.delivery import WebhookIntegration
+from vigil.sinks.alerting.engine import AlertEngine, HybridClock
+from vigil.sinks.alerting.outbox import RedisOutbox, RetryPolicy
+from vigil.sinks.alerting.routing import Route
+from vigil.sinks.alerting.service import AlertingService, AlertingSink
+from vigil.sinks.alerting.store import RedisStore
 
-from flows.alerting_wiring import _redis_client
-from flows.records import Detection
-from sinks.alerting.delivery import WebhookIntegration
-from sinks.alerting.engine import AlertEngine, HybridClock
-from sinks.alerting.outbox import RedisOutbox, RetryPolicy
-from sinks.alerting.routing import Route
-from sinks.alerting.service import AlertingService, AlertingSink
-from sinks.alerting.store import RedisStore
 from tests.conftest import AofRedisServer, HttpReceiver
+from vigil.records import Detection
 
 T0 = 1_704_067_200.0  # event time of the first detection (a replay of old logs)
 N = 120  # distinct entities, one alert each

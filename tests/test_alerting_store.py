@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 import redis
+from vigil.sinks.alerting.engine import AlertEngine, ManualClock
+from vigil.sinks.alerting.model import Matcher, Silence
+from vigil.sinks.alerting.outbox import FileOutbox, OutboxItem, RedisOutbox
+from vigil.sinks.alerting.routing import Route
+from vigil.sinks.alerting.store import MemoryStore, RedisStore
 
-from sinks.alerting.engine import AlertEngine, ManualClock
-from sinks.alerting.model import Matcher, Silence
-from sinks.alerting.outbox import FileOutbox, OutboxItem, RedisOutbox
-from sinks.alerting.routing import Route
-from sinks.alerting.store import MemoryStore, RedisStore
 from tests.conftest import RedisServer
 
 T0 = 1_700_000_000.0

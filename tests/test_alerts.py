@@ -15,9 +15,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 from conftest import HttpReceiver
 from prometheus_client import CollectorRegistry
-
-from flows.records import Detection
-from sinks.alerts import (
+from vigil.sinks.alerts import (
     ALERTS,
     METRIC_NAMES,
     NOTIFICATIONS,
@@ -27,7 +25,9 @@ from sinks.alerts import (
     idempotency_key,
     webhook_payload,
 )
-from sinks.webhook import WebhookClient, verify_signature
+from vigil.sinks.webhook import WebhookClient, verify_signature
+
+from vigil.records import Detection
 
 SECRET = b"alert-secret"
 T0 = 1_700_000_000.0

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 from bytewax.testing import TestingSink, run_main
+from vigil.flows.backtest import inputs_for, label_key, load_labels, read_feedback, run_backtest
+from vigil.flows.config_indicators import IndicatorsConfig
+from vigil.flows.indicators import build_flow
+from vigil.sources.files import FileTailSource
 
-from flows.backtest import inputs_for, label_key, load_labels, read_feedback, run_backtest
-from flows.config_indicators import IndicatorsConfig
-from flows.indicators import build_flow
-from flows.records import Detection
-from sources.files import FileTailSource
+from vigil.records import Detection
 
 NAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nab"
 LATENCY = NAB / "realKnownCause" / "ec2_request_latency_system_failure.csv"
@@ -112,7 +112,7 @@ def test_cli_backtest_on_nab_dev(tmp_path: Path) -> None:
         "indicators:\n  default: {threshold: 6, detector: {kind: ewma_zscore, alpha: 0.01}}\n"
     )
     r = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "backtest", "--config", str(cfg),
+        [sys.executable, "-m", "vigil.flows.cli", "backtest", "--config", str(cfg),
          "--data", str(NAB / "realKnownCause"), str(NAB / "realAWSCloudwatch"),
          "--labels", str(WINDOWS), "--out", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=300, check=False,
@@ -129,7 +129,7 @@ def test_cli_backtest_on_nab_dev(tmp_path: Path) -> None:
 
 def test_cli_backtest_reports_missing_data(tmp_path: Path) -> None:
     r = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "backtest", "--data", str(tmp_path)],
+        [sys.executable, "-m", "vigil.flows.cli", "backtest", "--data", str(tmp_path)],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert r.returncode == 2 and "no indicator data" in r.stderr

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(not ELASTIC.exists(), reason="needs ../shared/da
 
 def backtest(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", "backtest", *map(str, args)],
+        [sys.executable, "-m", "vigil.flows.cli", "backtest", *map(str, args)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,

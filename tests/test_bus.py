@@ -22,12 +22,10 @@ from conftest import RedisServer
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-
-from flows.bus import BusWriter
-from flows.config import RedisStreamInput, parse_config
-from flows.main import make_sources
-from flows.records import RawLine
-from sources.redis_streams import (
+from vigil.flows.bus import BusWriter
+from vigil.flows.config import RedisStreamInput, parse_config
+from vigil.flows.main import make_sources
+from vigil.sources.redis_streams import (
     RedisStreamSource,
     StreamPosition,
     _to_line,
@@ -35,6 +33,8 @@ from sources.redis_streams import (
     entry_fields,
     stream_names,
 )
+
+from vigil.records import RawLine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -274,7 +274,7 @@ def test_shard_by_origin_keeps_order_per_origin(redis_server: RedisServer, rs: r
 def _vigil(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "vigil.flows.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -341,7 +341,7 @@ def test_any_entry_becomes_a_raw_line(fields: dict[bytes, bytes]) -> None:
 
 
 def test_kafka_message_becomes_a_line() -> None:
-    from sources.kafka import message_line
+    from vigil.sources.kafka import message_line
 
     line = message_line(b"x" * 2000, [("origin", b"fw1")], "t", "iptables", max_line_bytes=1000)
     assert (line.fmt, line.origin, line.oversize, len(line.text)) == ("iptables", "fw1", True, 512)
@@ -355,7 +355,7 @@ def test_kafka_input_without_the_extra_says_what_to_install() -> None:
     try:
         import confluent_kafka  # noqa: F401
     except ImportError:
-        from flows.errors import ConfigError
+        from vigil.flows.errors import ConfigError
 
         with pytest.raises(ConfigError, match=r"vigil\[kafka\]"):
             make_sources(cfg.security)

@@ -14,12 +14,12 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from vigil.sinks.webhook import verify_signature
 
-from sinks.webhook import verify_signature
 from tests.conftest import free_port
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "security"
-VIGIL = [sys.executable, "-m", "flows.cli"]
+VIGIL = [sys.executable, "-m", "vigil.flows.cli"]
 
 
 def vigil(

@@ -20,9 +20,9 @@ from pathlib import Path
 import httpx
 import redis
 from conftest import RedisServer, free_port
+from vigil.sources.redis_streams import entry_fields, stream_names
 
-from flows.records import RawLine
-from sources.redis_streams import entry_fields, stream_names
+from vigil.records import RawLine
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTH_LOG = ROOT / "flows" / "demo_data" / "auth.log"
@@ -86,7 +86,7 @@ def test_two_processes_read_a_150k_backlog(redis_server: RedisServer, tmp_path: 
         )
     )
     log = tmp_path / "vigil.log"
-    argv = [sys.executable, "-m", "flows.cli", "run", "security", "-c", str(cfg)]
+    argv = [sys.executable, "-m", "vigil.flows.cli", "run", "security", "-c", str(cfg)]
     argv += ["--processes", "2", "--recovery-dir", str(tmp_path / "recovery")]
     with log.open("wb") as err:
         proc = subprocess.Popen(

@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
-
-from detectors.registry import DETECTORS
-from flows.config import VolumeRule, parse_config
-from flows.config_detectors import (
+from vigil.detectors.registry import DETECTORS
+from vigil.flows.config import VolumeRule, parse_config
+from vigil.flows.config_detectors import (
     CONFIGS,
     DetectorConfig,
     EWMAZScoreConfig,

@@ -11,28 +11,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import vigil.sinks.prometheus
 from conftest import HttpReceiver, Reply
 from prometheus_client import CollectorRegistry, ProcessCollector
-
-import sinks.prometheus
-from dashboards import DASHBOARDS, DEFAULT_OUT, build_all, dumps
-from dashboards.core import (
+from vigil.dashboards import DASHBOARDS, DEFAULT_OUT, build_all, dumps
+from vigil.dashboards.core import (
     CLIENT_METRICS,
     DATASOURCE_UID,
     PROMETHEUS_METRICS,
     feed_uid,
 )
-from dashboards.feeds import FEEDS, SERIES_FEEDS
-from dashboards.feeds import WAITING as FEED_WAITING
-from dashboards.promql import metric_names, queries
-from flows.cli import main as vigil_main
-from flows.cli_dashboards import push
+from vigil.dashboards.feeds import FEEDS, SERIES_FEEDS
+from vigil.dashboards.feeds import WAITING as FEED_WAITING
+from vigil.dashboards.promql import metric_names, queries
+from vigil.flows.cli import main as vigil_main
+from vigil.flows.cli_dashboards import push
 
 BOARDS = build_all()
 
 #: Every metric a dashboard may query: the sinks' names, the client's default collectors,
 #: and Prometheus's own ``up``.
-KNOWN = set(sinks.prometheus.METRIC_NAMES) | set(CLIENT_METRICS) | set(PROMETHEUS_METRICS)
+KNOWN = set(vigil.sinks.prometheus.METRIC_NAMES) | set(CLIENT_METRICS) | set(PROMETHEUS_METRICS)
 
 
 def defined(name: str) -> bool:
@@ -166,11 +165,11 @@ def test_overview_links_into_every_feed_dashboard() -> None:
 
 
 def test_provisioned_json_is_up_to_date() -> None:
-    """deploy/grafana/dashboards/ is what the stack mounts: regenerate with python -m dashboards."""
+    """deploy/grafana/dashboards/ is what the stack mounts (python -m vigil.dashboards)."""
     for name, board in BOARDS.items():
         path = DEFAULT_OUT / f"{name}.json"
         assert path.read_text(encoding="utf-8") == dumps(board), (
-            f"{path} is stale: run `python -m dashboards`"
+            f"{path} is stale: run `python -m vigil.dashboards`"
         )
 
 

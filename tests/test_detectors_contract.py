@@ -18,11 +18,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from detectors.base import Detector, Explanation
-from detectors.ewma import EWMAZScore
-from detectors.keyed import KeyedDetectors
-from detectors.registry import DETECTORS, make_detector
+from vigil.detectors.base import Detector, Explanation
+from vigil.detectors.ewma import EWMAZScore
+from vigil.detectors.keyed import KeyedDetectors
+from vigil.detectors.registry import DETECTORS, make_detector
 
 Stream = list[tuple[Any, float]]
 

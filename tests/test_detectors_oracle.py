@@ -8,15 +8,14 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 from sklearn.ensemble import IsolationForest
-
-from detectors.base import Explanation
-from detectors.cusum import CUSUM
-from detectors.ewma import EWMAZScore
-from detectors.isolation_forest import WindowedIsolationForest
-from detectors.mad import RollingMAD
-from detectors.page_hinkley import PageHinkley
-from detectors.seasonal import SeasonalBaseline
-from detectors.threshold import RateThreshold, StaticThreshold
+from vigil.detectors.base import Explanation
+from vigil.detectors.cusum import CUSUM
+from vigil.detectors.ewma import EWMAZScore
+from vigil.detectors.isolation_forest import WindowedIsolationForest
+from vigil.detectors.mad import RollingMAD
+from vigil.detectors.page_hinkley import PageHinkley
+from vigil.detectors.seasonal import SeasonalBaseline
+from vigil.detectors.threshold import RateThreshold, StaticThreshold
 
 
 def _ts(iso: str) -> float:

@@ -37,9 +37,9 @@ import httpx
 import pytest
 import redis
 from conftest import AofRedisServer, HttpReceiver, free_port
+from vigil.flows.bus import BusWriter
 
-from flows.bus import BusWriter
-from flows.records import RawLine
+from vigil.records import RawLine
 
 ROOT = Path(__file__).resolve().parents[1]
 STREAM = "faults"
@@ -191,7 +191,7 @@ class Vigil:
     def start(self) -> None:
         self.runs += 1
         log = open(self.tmp / f"vigil-{self.runs}.log", "wb")  # noqa: SIM115
-        argv = [sys.executable, "-m", "flows.cli", "run", "security", "-c", str(self.cfg)]
+        argv = [sys.executable, "-m", "vigil.flows.cli", "run", "security", "-c", str(self.cfg)]
         argv += ["--recovery-dir", str(self.tmp / "recovery"), "--snapshot-interval", "0.5"]
         if self.processes > 1:
             argv += ["--processes", str(self.processes)]

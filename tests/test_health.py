@@ -9,8 +9,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 from prometheus_client import CollectorRegistry, Counter
-
-from flows.health import (
+from vigil.flows.health import (
     DEAD_LETTER_RATIO,
     DELIVERY_FAILURES,
     SOURCE_SILENT,
@@ -22,15 +21,16 @@ from flows.health import (
     build,
     read_totals,
 )
-from flows.main import FLOWS
-from flows.records import Detection
-from sinks.prometheus import (
+from vigil.flows.main import FLOWS
+from vigil.sinks.prometheus import (
     ALERTING_DELIVERIES,
     SINK_FAILURES,
     FlowMetrics,
     MetricsSink,
     get_or_create,
 )
+
+from vigil.records import Detection
 
 
 class Clock:
@@ -173,4 +173,4 @@ def test_health_source_in_a_dataflow_emits_engine_detections_and_counts_them() -
 
 
 def test_registered_as_a_flow() -> None:
-    assert FLOWS["health"] == "flows.health:attach"
+    assert FLOWS["health"] == "vigil.flows.health:attach"

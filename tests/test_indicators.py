@@ -11,18 +11,18 @@ import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client import CollectorRegistry
-
-from flows import indicators as ind
-from flows.config_indicators import IndicatorInput, IndicatorsConfig
-from flows.indicators import (
+from vigil.flows import indicators as ind
+from vigil.flows.config_indicators import IndicatorInput, IndicatorsConfig
+from vigil.flows.indicators import (
     CappedSeriesSink,
     IndicatorDetectors,
     IndicatorPoint,
     SeriesExpired,
     build_flow,
 )
-from flows.records import DeadLetter, Detection, RawLine, SeriesPoint
-from sinks.prometheus import SERIES_EXPECTED, SERIES_VALUE, FlowMetrics, MetricsSink
+from vigil.sinks.prometheus import SERIES_EXPECTED, SERIES_VALUE, FlowMetrics, MetricsSink
+
+from vigil.records import DeadLetter, Detection, RawLine, SeriesPoint
 
 JSONL = IndicatorInput(paths=("mem",), format="jsonl")
 T0 = 1_714_521_600.0  # 2024-05-01 00:00 UTC
@@ -204,7 +204,7 @@ def test_csv_with_column_mapping_labels_and_configured_zone() -> None:
 
 
 def test_csv_series_named_after_the_file(tmp_path: Path) -> None:
-    from sources.files import FileTailSource
+    from vigil.sources.files import FileTailSource
 
     f = tmp_path / "nyc_taxi.csv"
     f.write_text(

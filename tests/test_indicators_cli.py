@@ -15,7 +15,7 @@ NAB = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nab"
 
 def vigil(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "vigil.flows.cli", *args],
         cwd=cwd,
         env=dict(os.environ),
         capture_output=True,

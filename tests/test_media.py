@@ -18,9 +18,8 @@ from xml.sax.saxutils import escape
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client import CollectorRegistry
-
-from flows.config import parse_config
-from flows.config_media import (
+from vigil.flows.config import parse_config
+from vigil.flows.config_media import (
     HotIssueRule,
     MediaConfig,
     MediaRules,
@@ -29,13 +28,14 @@ from flows.config_media import (
     VolumeRule,
     WatchEntity,
 )
-from flows.media import build_flow, hash_author, make_parse_batch, parse_time
-from flows.media_analysis import MediaAnalyzer
-from flows.media_records import MediaItem, MediaTally
-from flows.media_sentiment import LexiconScorer
-from flows.media_text import WatchList, fold, minhash, terms, tokens
-from flows.media_volume import MentionVolume
-from flows.records import DeadLetter, Detection
+from vigil.flows.media import build_flow, hash_author, make_parse_batch, parse_time
+from vigil.flows.media_analysis import MediaAnalyzer
+from vigil.flows.media_records import MediaItem, MediaTally
+from vigil.flows.media_sentiment import LexiconScorer
+from vigil.flows.media_text import WatchList, fold, minhash, terms, tokens
+from vigil.flows.media_volume import MentionVolume
+
+from vigil.records import DeadLetter, Detection
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 AIRLINE = DATA / "media" / "airline_twitter_mentions_2015-02"
@@ -105,7 +105,7 @@ def test_copies_of_a_story_are_near_duplicates_and_other_stories_are_not() -> No
         ]
     )
     c = minhash([fold(t) for t in tokens("Huyện Văn Lâm khánh thành trường học mới ở Lạc Hồng")])
-    from flows.media_text import jaccard
+    from vigil.flows.media_text import jaccard
 
     assert jaccard(a, b) >= 0.5 > jaccard(a, c)
 
@@ -560,7 +560,7 @@ def test_rss_and_atom_polled_from_a_local_server_deliver_a_hot_issue_alert(
             "metrics": {"enabled": False},
         }
     )
-    from flows.main import build_flows
+    from vigil.flows.main import build_flows
 
     reg = CollectorRegistry()
     flow, _io = build_flows(["media"], cfg, registry=reg, environ={"VIGIL_WEBHOOK_SECRET": "s3"})
@@ -590,8 +590,8 @@ def test_rss_and_atom_polled_from_a_local_server_deliver_a_hot_issue_alert(
 
 
 def test_a_failing_feed_backs_off_and_recovers(feed_server: FeedServer) -> None:
-    from sources.http_poll import PollPartition, default_client
-    from sources.rss import decode_feed
+    from vigil.sources.http_poll import PollPartition, default_client
+    from vigil.sources.rss import decode_feed
 
     feed_server.docs["/rss"] = (rss(flood(T0, 2)), "application/rss+xml")
     feed_server.fail_next = 2
@@ -663,7 +663,7 @@ def airline_replay(
 ) -> tuple[Detection, ...]:
     """The detections of a replay of the airline tweets (the flow's parse and analysis);
     ``restart``: resume from a pickled snapshot after every batch, as after a crash."""
-    from flows.media_sources import read_posts
+    from vigil.flows.media_sources import read_posts
 
     cfg = MediaConfig(watch=tuple(WatchEntity(id=i, aliases=a) for i, a in WATCH_LISTS[watch]))
     parse = make_parse_batch(

@@ -17,7 +17,7 @@ AIRLINE_CSV = (
     / "airline_twitter_mentions_2015-02"
     / "airline_mentions_2015-02-17_2015-02-24.csv"
 )
-VIGIL = [sys.executable, "-m", "flows.cli"]
+VIGIL = [sys.executable, "-m", "vigil.flows.cli"]
 
 
 def test_train_sentiment_reports_held_out_accuracy_and_writes_a_usable_model(
@@ -42,7 +42,7 @@ def test_train_sentiment_reports_held_out_accuracy_and_writes_a_usable_model(
     rep = json.loads(r.stdout.strip().splitlines()[-1])["train_sentiment"]
     assert rep["test_rows"] == pytest.approx(0.2 * rep["rows"], abs=2)
     assert rep["accuracy"] > rep["majority_accuracy"]
-    from flows.media_sentiment import ModelScorer
+    from vigil.flows.media_sentiment import ModelScorer
 
     label, score = ModelScorer(model).score("worst airline ever, flight cancelled again", "en")
     assert label == "negative" and score < 0
@@ -62,7 +62,7 @@ def test_train_sentiment_explains_a_file_without_labels(tmp_path: Path) -> None:
 
 
 def test_the_demo_includes_the_media_feed() -> None:
-    from flows.cli import _demo_yaml, demo_flows
+    from vigil.flows.cli import _demo_yaml, demo_flows
 
     assert "media" in demo_flows(_demo_yaml())
 

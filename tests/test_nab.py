@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from detectors import nab
+from vigil.detectors import nab
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nab"
 

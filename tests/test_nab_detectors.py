@@ -14,15 +14,14 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from detectors import nab
-from detectors.base import Detector, Explanation
-from detectors.contextual import ContextualAnomaly
-from detectors.ensemble import ResonanceEnsemble
-from detectors.ewma import EWMAZScore
-from detectors.knn_cad import KNNCAD
-from detectors.likelihood import AnomalyLikelihood, log_likelihood
-from detectors.resonance import AdaptiveResonance
+from vigil.detectors import nab
+from vigil.detectors.base import Detector, Explanation
+from vigil.detectors.contextual import ContextualAnomaly
+from vigil.detectors.ensemble import ResonanceEnsemble
+from vigil.detectors.ewma import EWMAZScore
+from vigil.detectors.knn_cad import KNNCAD
+from vigil.detectors.likelihood import AnomalyLikelihood, log_likelihood
+from vigil.detectors.resonance import AdaptiveResonance
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nab"
 

@@ -1,4 +1,4 @@
-"""Tests of the security log parsers (``flows.parsers``).
+"""Tests of the security log parsers (``vigil.flows.parsers``).
 
 Real data comes from ``../shared/datasets/security`` (read in place, never copied); those
 tests are skipped when the folder is absent. Suricata, iptables and access logs have no real
@@ -19,8 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from flows.parsers import (
+from vigil.flows.parsers import (
     ALIASES,
     BAD_ACCESS_LINE,
     BAD_JSON,
@@ -37,8 +36,9 @@ from flows.parsers import (
     bad_field,
     missing_field,
 )
-from flows.parsers._common import make_event
-from flows.records import DeadLetter, RawLine, SecurityEvent
+from vigil.flows.parsers._common import make_event
+
+from vigil.records import DeadLetter, RawLine, SecurityEvent
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "security"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not found at {DATA}")

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
+from vigil.sinks.prometheus import FlowMetrics
 
-from flows.records import DeadLetter, Detection, SeriesPoint, Tally
-from sinks.prometheus import FlowMetrics
+from vigil.records import DeadLetter, Detection, SeriesPoint, Tally
 
 
 def det(entity: str, observed: float, kind: str = "ssh_brute_force") -> Detection:

@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
-
-from flows.config import (
+from vigil.flows.config import (
     BruteForceRule,
     EWMAZScoreConfig,
     SecurityConfig,
     VolumeRule,
 )
-from flows.config import (
+from vigil.flows.config import (
     SecurityRules as RulesCfg,
 )
-from flows.records import DeadLetter, Detection, RawLine, SecurityEvent, SeriesPoint, Tally
-from flows.security import SecurityRules, build_flow
+from vigil.flows.security import SecurityRules, build_flow
+
+from vigil.records import DeadLetter, Detection, RawLine, SecurityEvent, SeriesPoint, Tally
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "security"
 AUTH = DATA / "ssh_auth_elastic" / "auth.log"

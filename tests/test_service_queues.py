@@ -15,18 +15,18 @@ import pytest
 import yaml
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client import CollectorRegistry
+from vigil.flows.config import parse_config
+from vigil.flows.config_queues import FieldMapping, ServiceQueuesConfig
+from vigil.flows.errors import ConfigError
+from vigil.flows.queues_calendar import WorkCalendar, read_holidays
+from vigil.flows.queues_mapping import CaseMapper, LabelFolder
+from vigil.flows.queues_records import QueueEvent
+from vigil.flows.queues_state import QueueMonitor
+from vigil.flows.service_queues import build_flow, make_calendar
+from vigil.sinks.prometheus import METRIC_NAMES
+from vigil.sinks.queues import QueueMetrics
 
-from flows.config import parse_config
-from flows.config_queues import FieldMapping, ServiceQueuesConfig
-from flows.errors import ConfigError
-from flows.queues_calendar import WorkCalendar, read_holidays
-from flows.queues_mapping import CaseMapper, LabelFolder
-from flows.queues_records import QueueEvent, QueueStats
-from flows.queues_state import QueueMonitor
-from flows.records import DeadLetter, Detection
-from flows.service_queues import build_flow, make_calendar
-from sinks.prometheus import METRIC_NAMES
-from sinks.queues import QueueMetrics
+from vigil.records import DeadLetter, Detection, QueueStats
 
 ROOT = Path(__file__).resolve().parents[1]
 H = 3600.0
@@ -151,7 +151,7 @@ def test_config_rejects_unknown_keys_and_windows_that_do_not_divide_a_day() -> N
         parse_config({"service_queues": {"top_agencies": 5, "top_agencys": 5}})
     with pytest.raises(Exception, match="divide a day"):
         ServiceQueuesConfig(window_s=7000)
-    from flows.config import load_config
+    from vigil.flows.config import load_config
 
     for name in ("boston311.yaml", "la311.yaml"):
         cfg = load_config(ROOT / "examples" / name)
@@ -393,7 +393,7 @@ def test_metrics_per_agency_with_bounded_labels() -> None:
 
 
 def test_metric_names_are_registered_constants() -> None:
-    from sinks import prometheus as p
+    from vigil.sinks import prometheus as p
 
     for name in (
         "QUEUE_ARRIVALS",

@@ -21,11 +21,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
+from vigil.flows.config import parse_config
+from vigil.flows.service_queues import replay
 
-from flows.config import parse_config
-from flows.queues_records import QueueStats
-from flows.records import Detection
-from flows.service_queues import replay
+from vigil.records import Detection, QueueStats
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "service_queues"
@@ -33,7 +32,7 @@ BOSTON = DATA / "boston_311_2015q1" / "boston_311_2015Q1.csv"
 LA = DATA / "la_myla311_2017-12-27_2018-01-04" / "la_myla311_2017-12-27_2018-01-04.csv"
 NY = ZoneInfo("America/New_York")
 LAX = ZoneInfo("America/Los_Angeles")
-VIGIL = [sys.executable, "-m", "flows.cli"]
+VIGIL = [sys.executable, "-m", "vigil.flows.cli"]
 
 pytestmark = pytest.mark.skipif(not BOSTON.exists(), reason="../shared/datasets not present")
 

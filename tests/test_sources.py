@@ -32,10 +32,10 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vigil.sources import FileState, FileTailSource, ReplaySource, SyslogSource
+from vigil.sources.syslog import TcpFramer
 
-from flows.records import RawLine
-from sources import FileState, FileTailSource, ReplaySource, SyslogSource
-from sources.syslog import TcpFramer
+from vigil.records import RawLine
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 AUTH_LOG = DATASETS / "security" / "ssh_auth_elastic" / "auth.log"
@@ -700,7 +700,7 @@ def test_replay_rejects_bad_arguments() -> None:
 def test_sources_package_imports_without_side_effects() -> None:
     code = """
 import os, threading
-import sources
+import vigil.sources
 assert threading.active_count() == 1
 links = []
 for fd in os.listdir("/proc/self/fd"):

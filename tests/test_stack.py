@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 import yaml
 from conftest import require_binary
+from vigil.dashboards import DEFAULT_OUT
+from vigil.dashboards.core import DATASOURCE_UID, FOLDER_UID, VIGIL_JOB
+from vigil.dashboards.promql import metric_names
+from vigil.flows.config import load_config
 
-from dashboards import DEFAULT_OUT
-from dashboards.core import DATASOURCE_UID, FOLDER_UID, VIGIL_JOB
-from dashboards.promql import metric_names
-from flows.config import load_config
 from tests.test_dashboards import KNOWN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,7 +132,7 @@ def test_grafana_dashboard_provisioning_format_and_mounts() -> None:
     assert (
         mounts["/etc/grafana/provisioning/dashboards"] == "./deploy/grafana/provisioning/dashboards"
     )
-    assert sorted(DEFAULT_OUT.glob("*.json")), "run python -m dashboards"
+    assert sorted(DEFAULT_OUT.glob("*.json")), "run python -m vigil.dashboards"
 
 
 @pytest.mark.parametrize("svc", ["replay-ssh", "replay-zeek"])

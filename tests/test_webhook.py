@@ -13,11 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import HttpReceiver, Reply
 from hypothesis import given
 from hypothesis import strategies as st
-
-from sinks.webhook import (
+from vigil.sinks.webhook import (
     REASONS,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -26,6 +24,8 @@ from sinks.webhook import (
     sign,
     verify_signature,
 )
+
+from conftest import HttpReceiver, Reply
 
 SECRET = b"correct horse battery staple"
 T0 = 1_700_000_000.0
@@ -294,7 +294,7 @@ def test_constructor_rejects_bad_settings(url: str, kwargs: dict[str, Any]) -> N
 
 def test_secret_and_url_token_never_logged(caplog: pytest.LogCaptureFixture) -> None:
     url = "https://user:hunter2@hooks.example.test/T0KEN-path?sig=query-token"
-    caplog.set_level(logging.DEBUG, logger="sinks.webhook")
+    caplog.set_level(logging.DEBUG, logger="vigil.sinks.webhook")
 
     def refuse(request: httpx.Request) -> httpx.Response:
         msg = "connection refused"

@@ -4,12 +4,12 @@
 Formats (``RawLine.fmt``) and their aliases:
 
 - ``"ssh"`` / ``"syslog"``: syslog lines (file, RFC 3164, RFC 5424) with OpenSSH, PAM and
-  ftpd messages; see :mod:`flows.parsers.syslog`.
-- ``"zeek"``: Zeek ``conn.log``, TSV or JSON; see :mod:`flows.parsers.zeek`.
-- ``"suricata"``: Suricata ``eve.json``; see :mod:`flows.parsers.suricata`.
+  ftpd messages; see :mod:`vigil.flows.parsers.syslog`.
+- ``"zeek"``: Zeek ``conn.log``, TSV or JSON; see :mod:`vigil.flows.parsers.zeek`.
+- ``"suricata"``: Suricata ``eve.json``; see :mod:`vigil.flows.parsers.suricata`.
 - ``"iptables"`` / ``"ufw"``: kernel netfilter log lines behind a syslog header.
 - ``"access"`` / ``"nginx"`` / ``"apache"``: common and combined access logs; see
-  :mod:`flows.parsers.access`.
+  :mod:`vigil.flows.parsers.access`.
 
 ``SecurityEvent.dataset`` is the canonical name (the first of each group above).
 
@@ -25,8 +25,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from flows.errors import ParseError
-from flows.parsers._common import (
+from vigil.flows.errors import ParseError
+from vigil.flows.parsers._common import (
     BAD_ACCESS_LINE,
     BAD_JSON,
     BAD_NUMBER,
@@ -39,11 +39,12 @@ from flows.parsers._common import (
     bad_field,
     missing_field,
 )
-from flows.parsers.access import access_time, parse_access
-from flows.parsers.suricata import eve_time, parse_eve
-from flows.parsers.syslog import SyslogParser, SyslogYears
-from flows.parsers.zeek import ZeekParser
-from flows.records import DeadLetter, RawLine, SecurityEvent
+from vigil.flows.parsers.access import access_time, parse_access
+from vigil.flows.parsers.suricata import eve_time, parse_eve
+from vigil.flows.parsers.syslog import SyslogParser, SyslogYears
+from vigil.flows.parsers.zeek import ZeekParser
+
+from vigil.records import DeadLetter, RawLine, SecurityEvent
 
 __all__ = [
     "ALIASES",

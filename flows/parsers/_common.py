@@ -11,8 +11,9 @@ from collections.abc import Callable
 from dataclasses import MISSING, fields
 from typing import Any
 
-from flows.errors import ParseError
-from flows.records import SecurityEvent
+from vigil.flows.errors import ParseError
+
+from vigil.records import SecurityEvent
 
 # Dead-letter reasons: stable, low-cardinality strings (they become metric labels).
 LINE_TOO_LONG = "line too long"

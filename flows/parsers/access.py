@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 
-from flows.errors import ParseError
-from flows.parsers._common import (
+from vigil.flows.errors import ParseError
+from vigil.flows.parsers._common import (
     BAD_ACCESS_LINE,
     BAD_TIMESTAMP,
     CACHE_MAX,
@@ -22,7 +22,8 @@ from flows.parsers._common import (
     make_event,
     offset_seconds,
 )
-from flows.records import RawLine, SecurityEvent
+
+from vigil.records import RawLine, SecurityEvent
 
 _LINE = re.compile(
     r'(\S+) \S+ (\S+) \[([^\]]*)\] "((?:[^"\\]|\\.)*)" (\d{3}|-) (\d{1,18}|-)(?=\s|$)', re.S | re.A
@@ -79,7 +80,7 @@ def parse_access(raw: RawLine) -> SecurityEvent | None:
 
     Examples
     --------
-    >>> from flows.records import RawLine
+    >>> from vigil.records import RawLine
     >>> line = ('203.0.113.9 - frank [10/Oct/2000:13:55:36 -0700] "GET /a.gif?x=1 HTTP/1.0"'
     ...         ' 404 2326 "http://example.com/" "curl/8.0"')
     >>> ev = parse_access(RawLine("access", "access.log", line))

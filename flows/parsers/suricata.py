@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-
-from flows.errors import ParseError
-from flows.parsers._common import (
+from vigil.flows.errors import ParseError
+from vigil.flows.parsers._common import (
     BAD_JSON,
     BAD_NUMBER,
     BAD_TIMESTAMP,
@@ -24,7 +23,8 @@ from flows.parsers._common import (
     missing_field,
     opt_str,
 )
-from flows.records import RawLine, SecurityEvent
+
+from vigil.records import RawLine, SecurityEvent
 
 
 def _obj(d: dict[str, Any], key: str) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def parse_eve(raw: RawLine) -> SecurityEvent | None:
 
     Examples
     --------
-    >>> from flows.records import RawLine
+    >>> from vigil.records import RawLine
     >>> line = ('{"timestamp":"2024-01-02T03:04:05.5+0000","event_type":"alert",'
     ...         '"src_ip":"1.2.3.4","src_port":4444,"dest_ip":"10.0.0.5","dest_port":22,'
     ...         '"proto":"TCP","alert":{"signature":"ET SCAN ssh","severity":2}}')

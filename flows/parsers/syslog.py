@@ -37,8 +37,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from flows.errors import ParseError
-from flows.parsers._common import (
+from vigil.flows.errors import ParseError
+from vigil.flows.parsers._common import (
     BAD_NUMBER,
     BAD_SYSLOG_HEADER,
     CACHE_MAX,
@@ -49,7 +49,8 @@ from flows.parsers._common import (
     make_event,
     year_of_epoch,
 )
-from flows.records import RawLine, SecurityEvent
+
+from vigil.records import RawLine, SecurityEvent
 
 # Latest epoch accepted as a reference time (year 9999); anything else means "unknown".
 _MAX_REF = 253_402_300_800.0

@@ -15,9 +15,8 @@ from operator import itemgetter
 from typing import Any
 
 import orjson
-
-from flows.errors import ParseError
-from flows.parsers._common import (
+from vigil.flows.errors import ParseError
+from vigil.flows.parsers._common import (
     BAD_JSON,
     BAD_NUMBER,
     BAD_ZEEK_ROW,
@@ -30,7 +29,8 @@ from flows.parsers._common import (
     missing_field,
     opt_str,
 )
-from flows.records import RawLine, SecurityEvent
+
+from vigil.records import RawLine, SecurityEvent
 
 #: Zeek's standard conn.log columns, used until an origin sends a ``#fields`` line.
 CONN_FIELDS: tuple[str, ...] = (
@@ -105,7 +105,7 @@ class ZeekParser:
 
     Examples
     --------
-    >>> from flows.records import RawLine
+    >>> from vigil.records import RawLine
     >>> p = ZeekParser()
     >>> row = "1655071231.7\tC1\t193.201.9.232\t46563\t147.32.81.167\t23\ttcp\t-\t-\t-\t-\tS0"
     >>> p.parse(RawLine("zeek", "conn.log", row + "\t-" * 9)).destination_port

@@ -10,7 +10,7 @@ An integration does two things, at two different times:
   retryable, any other status is final.
 
 :class:`WebhookIntegration` is the generic one: an Alertmanager webhook (version 4)
-payload, signed as described in :mod:`sinks.webhook`, with the notification's
+payload, signed as described in :mod:`vigil.sinks.webhook`, with the notification's
 idempotency key in ``Idempotency-Key``. Receivers for PagerDuty, Slack, Alertmanager and
 Grafana live in their own modules in ``sinks/``.
 """
@@ -23,12 +23,11 @@ from typing import Any, Protocol
 
 import httpx
 import orjson
-
-from sinks.alerting.model import Notification
-from sinks.alerting.outbox import OutboxItem, SendResult
-from sinks.alerting.templates import Templates
-from sinks.alerts import webhook_payload
-from sinks.webhook import WebhookClient
+from vigil.sinks.alerting.model import Notification
+from vigil.sinks.alerting.outbox import OutboxItem, SendResult
+from vigil.sinks.alerting.templates import Templates
+from vigil.sinks.alerts import webhook_payload
+from vigil.sinks.webhook import WebhookClient
 
 RETRYABLE = frozenset({"timeout", "transport_error", "http_429", "http_5xx"})
 
@@ -44,7 +43,7 @@ class Integration(Protocol):
 
 
 def status_reason(status: int) -> str:
-    """A bounded reason for an HTTP status (the same vocabulary as :mod:`sinks.webhook`)."""
+    """A bounded reason for an HTTP status (the same vocabulary as :mod:`vigil.sinks.webhook`)."""
     if 200 <= status < 300:
         return "ok"
     if status == 429:

@@ -3,8 +3,9 @@
 Inputs are *observations* ("this episode holds at event time ``ts``, and until ``ts +
 hold`` without new evidence") and *watermarks* (a producer's promise that its next
 observations of a domain are not older than ``ts``); outputs are
-:class:`~sinks.alerting.model.Notification`\\ s and :class:`~sinks.alerting.model.Transition`\\ s.
-No I/O, no threads: the caller (:mod:`sinks.alerting.service`) persists state and delivers.
+:class:`~vigil.sinks.alerting.model.Notification`\\ s and
+:class:`~vigil.sinks.alerting.model.Transition`\\ s.
+No I/O, no threads: the caller (:mod:`vigil.sinks.alerting.service`) persists state and delivers.
 
 Time model
 ----------
@@ -54,7 +55,7 @@ the wall clock.
 
 Examples
 --------
->>> from sinks.alerting.routing import Route
+>>> from vigil.sinks.alerting.routing import Route
 >>> eng = AlertEngine(Route(receiver="ops", group_by=("alertname",), group_wait=30))
 >>> eng.observe({"alertname": "x", "entity": "a", "feed": "f"}, {"summary": "s"}, 1000.0,
 ...             hold_s=300, domain="f")
@@ -80,7 +81,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sinks.alerting.model import (
+from vigil.sinks.alerting.model import (
     Alert,
     InhibitRule,
     MaintenanceWindow,
@@ -89,9 +90,9 @@ from sinks.alerting.model import (
     Transition,
     matches_all,
 )
-from sinks.alerting.routing import Route
-from sinks.alerting.templates import Templates
-from sinks.alerts import ZERO_TIME, _rfc3339, fingerprint
+from vigil.sinks.alerting.routing import Route
+from vigil.sinks.alerting.templates import Templates
+from vigil.sinks.alerts import ZERO_TIME, _rfc3339, fingerprint
 
 _INF = math.inf
 

@@ -7,7 +7,7 @@ episode's start, ``startsAt``), ``last_seen``, ``valid_until`` (when the episode
 without new evidence), ``fired_at``, ``ends_at``, and the ``*_clock`` fields, which say at
 which point of that domain's event time a transition was made. Only silences (set by an
 operator "from now for two hours") are read on the wall clock; see
-:mod:`sinks.alerting.engine`.
+:mod:`vigil.sinks.alerting.engine`.
 
 Examples
 --------

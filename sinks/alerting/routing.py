@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sinks.alerting.model import Matcher, matches_all, parse_duration, parse_matchers
+from vigil.sinks.alerting.model import Matcher, matches_all, parse_duration, parse_matchers
 
 #: Alertmanager's defaults.
 DEFAULT_GROUP_WAIT = 30.0

@@ -15,7 +15,7 @@ notification and the state saying it was decided are both stored, or neither is 
 step is done again (a failed step keeps its observations and reloads the state). They
 must not be separate: after a failure between them (Redis restarting) the engine
 re-decides the group's notification with the same idempotency key (see
-:func:`~sinks.alerting.engine.notification_id`) but with the alerts that arrived in the
+:func:`~vigil.sinks.alerting.engine.notification_id`) but with the alerts that arrived in the
 meantime too; the outbox keeps the first item by key, and those alerts were never sent.
 With files (one process, no Redis) step 3 comes first, so a crash in between re-decides
 and is stored once when nothing new arrived. Delivery threads then send from the outbox.
@@ -39,12 +39,10 @@ import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from typing_extensions import override
-
-from flows.records import Detection, Watermark
-from sinks.alerting.delivery import Integration
-from sinks.alerting.engine import AlertEngine, Observation
-from sinks.alerting.model import Notification, Silence, Transition
-from sinks.alerting.outbox import (
+from vigil.sinks.alerting.delivery import Integration
+from vigil.sinks.alerting.engine import AlertEngine, Observation
+from vigil.sinks.alerting.model import Notification, Silence, Transition
+from vigil.sinks.alerting.outbox import (
     Dispatcher,
     Outbox,
     OutboxItem,
@@ -52,11 +50,11 @@ from sinks.alerting.outbox import (
     RetryPolicy,
     SendResult,
 )
-from sinks.alerting.store import RedisStore, StateStore
-from sinks.alerts import alert_from_detection
-from sinks.audit import JsonlAuditLog, audit_record
-from sinks.jsonl import open_append
-from sinks.prometheus import (
+from vigil.sinks.alerting.store import RedisStore, StateStore
+from vigil.sinks.alerts import alert_from_detection
+from vigil.sinks.audit import JsonlAuditLog, audit_record
+from vigil.sinks.jsonl import open_append
+from vigil.sinks.prometheus import (
     ALERTING_ALERTS,
     ALERTING_DELIVERIES,
     ALERTING_DELIVERY_LATENCY,
@@ -65,6 +63,8 @@ from sinks.prometheus import (
     SINK_FAILURES,
     get_or_create,
 )
+
+from vigil.records import Detection, Watermark
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class SideChannel(Protocol):
 
 
 class AlertingMetrics:
-    """The pipeline's Prometheus metrics (names in :mod:`sinks.prometheus`)."""
+    """The pipeline's Prometheus metrics (names in :mod:`vigil.sinks.prometheus`)."""
 
     def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
         self.alerts = get_or_create(

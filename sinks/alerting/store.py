@@ -47,8 +47,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-
-from sinks.alerting.engine import (
+from vigil.sinks.alerting.engine import (
     Changes,
     Group,
     LogEntry,
@@ -56,7 +55,7 @@ from sinks.alerting.engine import (
     clocks_from_raw,
     merge_clocks,
 )
-from sinks.alerting.model import Alert, Silence
+from vigil.sinks.alerting.model import Alert, Silence
 
 DEFAULT_PREFIX = "vigil:alerting"
 
@@ -510,7 +509,7 @@ class RedisStore:
     ) -> int:
         """Write ``changes`` and ``audit`` in one ``MULTI``/``EXEC``; ``also(pipeline)`` may
         queue more writes that must land in the same transaction (the step's outbox items:
-        see :meth:`~sinks.alerting.outbox.RedisOutbox.queue_put`)."""
+        see :meth:`~vigil.sinks.alerting.outbox.RedisOutbox.queue_put`)."""
         p = self.r.pipeline(transaction=True)
         if also is not None:
             also(p)
