@@ -23,9 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from test_faults import AofRedis, run_kill_loop  # noqa: E402
-
 from conftest import HttpReceiver  # noqa: E402
+from test_faults import AofRedis, run_kill_loop  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

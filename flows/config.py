@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 from vigil.flows.config_alerting import AlertingConfig
-from vigil.flows.config_base import Frozen, Severity
+from vigil.flows.config_base import Frozen, InputName, Severity
 from vigil.flows.config_detectors import DetectorConfig, EWMAZScoreConfig
 from vigil.flows.config_indicators import IndicatorsConfig
 from vigil.flows.config_media import MediaConfig
@@ -35,6 +35,7 @@ class FileInput(_Frozen):
     """Read files matching glob patterns; with ``follow`` keep reading like ``tail -F``."""
 
     kind: Literal["file"] = "file"
+    name: str | None = InputName
     paths: tuple[str, ...] = Field(min_length=1)
     format: Format
     follow: bool = False
@@ -46,6 +47,7 @@ class SyslogInput(_Frozen):
     """Listen for syslog (RFC 3164 / RFC 5424) on UDP and/or TCP."""
 
     kind: Literal["syslog"] = "syslog"
+    name: str | None = InputName
     host: str = "127.0.0.1"
     port: int = Field(default=5514, ge=0, le=65535)
     udp: bool = True
@@ -58,6 +60,7 @@ class ReplayInput(_Frozen):
     """Replay recorded files as a live feed, in event-time order, at ``speed`` x real time."""
 
     kind: Literal["replay"] = "replay"
+    name: str | None = InputName
     paths: tuple[str, ...] = Field(min_length=1)
     format: Format
     speed: float | None = Field(default=None, gt=0)
@@ -73,6 +76,7 @@ class RedisStreamInput(_Frozen):
     """
 
     kind: Literal["redis_stream"] = "redis_stream"
+    name: str | None = InputName
     url: str = "redis://127.0.0.1:6379/0"
     password_env: str | None = None
     stream: str = "vigil:lines"
@@ -91,6 +95,7 @@ class KafkaInput(_Frozen):
     """Read Kafka topics, one line per message (needs the ``kafka`` extra; untested here)."""
 
     kind: Literal["kafka"] = "kafka"
+    name: str | None = InputName
     brokers: tuple[str, ...] = Field(min_length=1)
     topics: tuple[str, ...] = Field(min_length=1)
     format: Format = "ssh"

@@ -24,7 +24,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
-from vigil.flows.config_base import Frozen, Severity
+from vigil.flows.config_base import Frozen, InputName, Severity
 from vigil.flows.config_detectors import DetectorConfig, EWMAZScoreConfig
 
 
@@ -60,6 +60,7 @@ class IndicatorInput(Frozen):
     """
 
     kind: Literal["file"] = "file"
+    name: str | None = InputName
     paths: tuple[str, ...] = Field(min_length=1)
     format: Literal["jsonl", "csv"] = "jsonl"
     follow: bool = False

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from vigil.flows.config_base import Frozen, Severity
+from vigil.flows.config_base import Frozen, InputName, Severity
 
 
 class FieldMapping(Frozen):
@@ -68,6 +68,7 @@ class QueueFileInput(Frozen):
     """Replay a case table or an event log (CSV or JSON lines) in event-time order."""
 
     kind: Literal["replay"] = "replay"
+    name: str | None = InputName
     paths: tuple[str, ...] = Field(min_length=1)
     format: Literal["csv", "jsonl"] = "csv"
     mapping: FieldMapping

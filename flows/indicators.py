@@ -43,6 +43,7 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from typing_extensions import override
 from vigil.detectors.base import Explanation
 from vigil.detectors.keyed import KeyedDetectors, KeyedDetectorsState
+from vigil.flows.config_base import input_step_ids
 from vigil.flows.config_detectors import make_detector
 from vigil.flows.config_indicators import IndicatorInput, IndicatorRule, IndicatorsConfig
 from vigil.flows.errors import ConfigError
@@ -612,8 +613,9 @@ def indicators_dataflow(
         msg = "indicators flow needs at least one input (indicators.inputs is empty)"
         raise ConfigError(msg)
     parsed_streams = []
+    ids = input_step_ids("indicators", [inp for _, inp in sources], len(sources))
     for i, (src, inp) in enumerate(sources):
-        raw = op.input(f"indicators_in_{i}", flow, src)
+        raw = op.input(ids[i], flow, src)
         parsed_streams.append(
             op.flat_map_batch(f"indicators_parse_{i}", raw, make_parse_batch(inp, cfg.shards))
         )

@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, cast
 
 import bytewax.operators as op
@@ -34,6 +35,7 @@ from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
+from vigil.flows.config_base import input_step_ids
 from vigil.flows.config_media import MediaConfig
 from vigil.flows.media_analysis import FEED, MediaAnalyzer, MediaSnapshot
 from vigil.flows.media_records import MediaItem, MediaTally
@@ -365,7 +367,15 @@ def attach_sources(
     if not sources:
         msg = "media flow needs at least one input (media.inputs is empty)"
         raise ValueError(msg)
-    ins = [op.input(f"media_in_{i}", flow, s) for i, s in enumerate(sources)]
+    # ``name`` is also the metric label, shared by inputs that keep the default: a name
+    # names the recovery state only when no other input has it.
+    names = [getattr(inp, "name", None) for inp in cfg.inputs]
+    keyed = [
+        SimpleNamespace(**{**dict(inp), "name": n if names.count(n) == 1 else None})
+        for inp, n in zip(cfg.inputs, names, strict=True)
+    ]
+    ids = input_step_ids("media", keyed, len(sources))
+    ins = [op.input(i, flow, s) for i, s in zip(ids, sources, strict=True)]
     raw = ins[0] if len(ins) == 1 else op.merge("media_inputs", *ins)
     s = media_pipeline("media", raw, cfg, build_pipeline_parts(cfg, environ))
     op.output("media_metrics_out", s.telemetry, metrics_sink)

@@ -32,6 +32,7 @@ from bytewax.outputs import Sink
 from vigil.detectors.base import Detector, Explanation
 from vigil.flows.config import SecurityConfig
 from vigil.flows.config import SecurityRules as RulesConfig
+from vigil.flows.config_base import input_step_ids
 from vigil.flows.config_detectors import make_detector
 from vigil.flows.parsers import LineParser
 from vigil.flows.windows import SlidingCount, SlidingDistinct
@@ -1342,7 +1343,8 @@ def attach(
     if not sources:
         msg = "security flow needs at least one input (security.inputs is empty)"
         raise ValueError(msg)
-    ins = [op.input(f"security_in_{i}", flow, s) for i, s in enumerate(sources)]
+    ids = input_step_ids(FEED, cfg.inputs, len(sources))
+    ins = [op.input(i, flow, s) for i, s in zip(ids, sources, strict=True)]
     raw = ins[0] if len(ins) == 1 else op.merge("security_inputs", *ins)
     s = security_pipeline("security", raw, cfg)
     op.output("security_metrics_out", s.telemetry, metrics_sink)

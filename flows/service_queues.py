@@ -45,6 +45,7 @@ from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
+from vigil.flows.config_base import input_step_ids
 from vigil.flows.config_queues import QueueFileInput, ServiceQueuesConfig
 from vigil.flows.queues_calendar import WorkCalendar, read_holidays
 from vigil.flows.queues_mapping import CaseMapper, LabelFolder
@@ -255,7 +256,8 @@ def attach_sources(
     if not sources:
         msg = "service_queues flow needs at least one input (service_queues.inputs is empty)"
         raise ValueError(msg)
-    ins = [op.input(f"queues_in_{i}", flow, s) for i, s in enumerate(sources)]
+    ids = input_step_ids("queues", cfg.inputs, len(sources))
+    ins = [op.input(i, flow, s) for i, s in zip(ids, sources, strict=True)]
     merged = ins[0] if len(ins) == 1 else op.merge("queues_inputs", *ins)
     return queue_pipeline("service_queues", merged, cfg)
 

@@ -29,12 +29,11 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from conftest import HttpReceiver, PrometheusServer, Reply, free_port
 from vigil.dashboards import build_all
 from vigil.dashboards.core import VIGIL_JOB, metric_owners, transient_metrics
 from vigil.dashboards.feeds import FEEDS
 from vigil.dashboards.promql import PanelQuery, expand, label_values_query, metric_names, queries
-
-from conftest import HttpReceiver, PrometheusServer, Reply, free_port
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 SSH_SAMPLE = DATASETS / "security" / "ssh_auth_loghub" / "OpenSSH_2k.log"

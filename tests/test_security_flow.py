@@ -12,6 +12,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from vigil.flows.config import (
     BruteForceRule,
     EWMAZScoreConfig,
+    FileInput,
     SecurityConfig,
     VolumeRule,
 )
@@ -361,6 +362,41 @@ def test_recovery_keeps_failure_counts_across_a_restart(tmp_path: Path) -> None:
     # Three failures before the crash + two after = five: the count survived the restart.
     assert [d.kind for d in dets] == ["ssh_brute_force"]
     assert dets[0].observed == 5
+
+
+def _file_run(cfg: SecurityConfig, rc: RecoveryConfig) -> list[Tally]:
+    from vigil.flows.main import make_sources
+
+    tele: list[object] = []
+    flow = build_flow(cfg, make_sources(cfg), TestingSink([]), TestingSink([]), TestingSink(tele))
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=rc)
+    return [t for t in tele if isinstance(t, Tally) and t.step == "parse"]
+
+
+def test_reordering_inputs_keeps_each_ones_recovery_state(tmp_path: Path) -> None:
+    # Each input's state (here: file offsets) is stored under a step id made from its name,
+    # not its position: after swapping the inputs, nothing is read twice.
+    tmpl = "Mar 30 15:54:{:02d} h sshd[{}]: Failed password for root from {} port 1 ssh2"
+    a, b = tmp_path / "a.log", tmp_path / "b.log"
+    a.write_text("".join(tmpl.format(i, i, "198.51.100.7") + "\n" for i in range(4)))
+    b.write_text("".join(tmpl.format(i, i, "203.0.113.9") + "\n" for i in range(3)))
+    ins = [FileInput(paths=(str(a),), format="ssh"), FileInput(paths=(str(b),), format="ssh")]
+    (tmp_path / "rec").mkdir()
+    init_db_dir(tmp_path / "rec", 1)
+    rc = RecoveryConfig(str(tmp_path / "rec"))
+    first = _file_run(SecurityConfig(year=2017, inputs=tuple(ins)), rc)
+    assert sum(n for t in first for n in t.lines.values()) == 7
+    again = _file_run(SecurityConfig(year=2017, inputs=tuple(reversed(ins))), rc)
+    assert sum(n for t in again for n in t.lines.values()) == 0
+
+
+def test_two_inputs_with_one_name_are_refused() -> None:
+    from vigil.flows.errors import ConfigError
+
+    same = [FileInput(paths=(p,), format="ssh", name="auth") for p in ("/a.log", "/b.log")]
+    cfg = SecurityConfig(year=2017, inputs=tuple(same))
+    with pytest.raises(ConfigError, match="two inputs have the name 'auth'"):
+        build_flow(cfg, [TestingSource([]), TestingSource([])], *[TestingSink([])] * 3)
 
 
 def test_ids_alerts_and_bytes_are_exported_as_rates() -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import HttpReceiver, Reply
 from hypothesis import given
 from hypothesis import strategies as st
 from vigil.sinks.webhook import (
@@ -24,8 +25,6 @@ from vigil.sinks.webhook import (
     sign,
     verify_signature,
 )
-
-from conftest import HttpReceiver, Reply
 
 SECRET = b"correct horse battery staple"
 T0 = 1_700_000_000.0
