@@ -47,6 +47,7 @@ from vigil.flows.config_base import input_step_ids
 from vigil.flows.config_detectors import make_detector
 from vigil.flows.config_indicators import IndicatorInput, IndicatorRule, IndicatorsConfig
 from vigil.flows.errors import ConfigError
+from vigil.flows.guard import guard_batch, guard_logic
 
 from vigil.records import DeadLetter, Detection, RawLine, SeriesPoint, Tally
 
@@ -617,7 +618,11 @@ def indicators_dataflow(
     for i, (src, inp) in enumerate(sources):
         raw = op.input(ids[i], flow, src)
         parsed_streams.append(
-            op.flat_map_batch(f"indicators_parse_{i}", raw, make_parse_batch(inp, cfg.shards))
+            op.flat_map_batch(
+                f"indicators_parse_{i}",
+                raw,
+                guard_batch(f"indicators_parse_{i}", FEED, make_parse_batch(inp, cfg.shards)),
+            )
         )
     parsed = (
         parsed_streams[0]
@@ -637,7 +642,12 @@ def indicators_dataflow(
         return IndicatorLogic(det, every_point)
 
     # Never rename "indicators_detect": recovery state is stored under it.
-    detected = op.key_rm("indicators_unkey", op.stateful_batch("indicators_detect", keyed, builder))
+    detected = op.key_rm(
+        "indicators_unkey",
+        op.stateful_batch(
+            "indicators_detect", keyed, guard_logic("indicators_detect", FEED, builder)
+        ),
+    )
     is_det = op.branch("indicators_is_detection", detected, lambda x: type(x) is Detection)
     detections = cast(Stream[Detection], is_det.trues)
     is_dl = op.branch("indicators_is_detect_dead", is_det.falses, lambda x: type(x) is DeadLetter)

@@ -37,6 +37,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 from vigil.flows.config_base import input_step_ids
 from vigil.flows.config_media import MediaConfig
+from vigil.flows.guard import guard_batch, guard_logic
 from vigil.flows.media_analysis import FEED, MediaAnalyzer, MediaSnapshot
 from vigil.flows.media_records import MediaItem, MediaTally
 from vigil.flows.media_sentiment import ModelScorer, SentimentScorer, make_scorer
@@ -290,7 +291,7 @@ def media_pipeline(
     parse_batch: Callable[[list[dict[str, Any]]], list[Parsed]],
 ) -> MediaStreams:
     """Parse, enrich and analyse a stream of item dicts (see the module docstring)."""
-    parsed = op.flat_map_batch("media_parse", raw, parse_batch)
+    parsed = op.flat_map_batch("media_parse", raw, guard_batch("media_parse", FEED, parse_batch))
     b = op.branch("media_is_items", parsed, lambda x: type(x) is tuple)
     keyed = cast(Stream[tuple[str, list[MediaItem]]], b.trues)
     rest = op.branch("media_is_dead", b.falses, lambda x: type(x) is DeadLetter)
@@ -301,7 +302,10 @@ def media_pipeline(
             an.restore(resume)
         return AnalyzerLogic(an)
 
-    analyzed = op.key_rm("media_unkey", op.stateful_batch("media_analyze", keyed, builder))
+    analyzed = op.key_rm(
+        "media_unkey",
+        op.stateful_batch("media_analyze", keyed, guard_logic("media_analyze", FEED, builder)),
+    )
     ab = op.branch("media_is_detection", analyzed, lambda x: type(x) is Detection)
     adead = op.branch("media_analyze_dead", ab.falses, lambda x: type(x) is DeadLetter)
     dets = cast(Stream[Detection], ab.trues)

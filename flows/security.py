@@ -34,6 +34,7 @@ from vigil.flows.config import SecurityConfig
 from vigil.flows.config import SecurityRules as RulesConfig
 from vigil.flows.config_base import input_step_ids
 from vigil.flows.config_detectors import make_detector
+from vigil.flows.guard import guard_batch, guard_logic
 from vigil.flows.parsers import LineParser
 from vigil.flows.windows import SlidingCount, SlidingDistinct
 
@@ -1280,7 +1281,11 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
     parsed = op.flat_map_batch(
         "parse",
         raw,
-        make_parse_batch(parser, cfg.tumbling_s, cfg.allowed_lateness_s, cfg.shards),
+        guard_batch(
+            "parse",
+            FEED,
+            make_parse_batch(parser, cfg.tumbling_s, cfg.allowed_lateness_s, cfg.shards),
+        ),
     )
     b = op.branch("is_event", parsed, lambda x: type(x) is tuple)
     keyed = cast(Stream[tuple[str, ShardBatch]], b.trues)
@@ -1294,7 +1299,9 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
             rules.restore(resume)
         return RulesLogic(rules, cfg.shards + 1)
 
-    detected = op.key_rm("unkey", op.stateful_batch("rules", keyed, rules_builder))
+    detected = op.key_rm(
+        "unkey", op.stateful_batch("rules", keyed, guard_logic("rules", FEED, rules_builder))
+    )
     db = op.branch("is_detection", detected, lambda x: type(x) is Detection or type(x) is Watermark)
     rule_dets = cast(Stream[Detection | Watermark], db.trues)
     rb = op.branch("is_rule_dead", db.falses, lambda x: type(x) is DeadLetter)
@@ -1312,7 +1319,12 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
         tallies,
         lambda t: [(ds, (ds, bs, t.sources.get(ds, {}))) for ds, bs in t.buckets.items()],
     )
-    vol = op.key_rm("vol_unkey", op.stateful_batch("volume", per_dataset, volume_builder))
+    vol_all = op.key_rm(
+        "vol_unkey",
+        op.stateful_batch("volume", per_dataset, guard_logic("volume", FEED, volume_builder)),
+    )
+    vd = op.branch("is_vol_dead", vol_all, lambda x: type(x) is DeadLetter)
+    vol = vd.falses
     vb_split = op.branch("is_vol_detection", vol, lambda x: type(x) is not SeriesPoint)
     detections = op.merge(
         "detections", rule_dets, cast(Stream[Detection | Watermark], vb_split.trues)
@@ -1324,7 +1336,7 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
         cast(Stream[SeriesPoint], vb_split.falses),
         detections,
     )
-    all_dead = op.merge("dead", dead, rule_dead)
+    all_dead = op.merge("dead", dead, rule_dead, cast(Stream[DeadLetter], vd.trues))
     return SecurityStreams(detections, all_dead, op.merge("telemetry_all", telemetry, all_dead))
 
 

@@ -47,6 +47,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 from vigil.flows.config_base import input_step_ids
 from vigil.flows.config_queues import QueueFileInput, ServiceQueuesConfig
+from vigil.flows.guard import guard_batch, guard_logic
 from vigil.flows.queues_calendar import WorkCalendar, read_holidays
 from vigil.flows.queues_mapping import CaseMapper, LabelFolder
 from vigil.flows.queues_records import RECEIVED, QueueEvent
@@ -212,7 +213,7 @@ class QueueStreams:
 @operator
 def queue_pipeline(step_id: str, events: Stream[Any], cfg: ServiceQueuesConfig) -> QueueStreams:
     """Route, aggregate and detect a stream of ``QueueEvent`` (and dead letters)."""
-    routed = op.flat_map_batch("route", events, make_route(cfg.shards))
+    routed = op.flat_map_batch("route", events, guard_batch("route", FEED, make_route(cfg.shards)))
     b = op.branch("is_shard", routed, lambda x: type(x) is tuple)
     keyed = cast(Stream[tuple[str, tuple[list[QueueEvent], float]]], b.trues)
     rest = op.branch("is_dead", b.falses, lambda x: type(x) is DeadLetter)
@@ -226,12 +227,16 @@ def queue_pipeline(step_id: str, events: Stream[Any], cfg: ServiceQueuesConfig) 
             mon.restore(resume)
         return QueueLogic(mon)
 
-    out = op.key_rm("unkey", op.stateful_batch("queues", keyed, builder))
-    ob = op.branch("is_detection", out, lambda x: type(x) is Detection)
+    out_all = op.key_rm(
+        "unkey", op.stateful_batch("queues", keyed, guard_logic("queues", FEED, builder))
+    )
+    od = op.branch("is_queue_dead", out_all, lambda x: type(x) is DeadLetter)
+    ob = op.branch("is_detection", od.falses, lambda x: type(x) is Detection)
     dets = cast(Stream[Detection], ob.trues)
     stats = cast(Stream[QueueStats], ob.falses)
-    telemetry = op.merge("telemetry", tallies, dets, dead)
-    return QueueStreams(dets, dead, stats, telemetry)
+    all_dead = op.merge("queue_dead", dead, cast(Stream[DeadLetter], od.trues))
+    telemetry = op.merge("telemetry", tallies, dets, all_dead)
+    return QueueStreams(dets, all_dead, stats, telemetry)
 
 
 def attach(flow: Dataflow, io: Any) -> QueueStreams:
