@@ -107,28 +107,35 @@ def _probe_evidence(ep: _Episode, dst: str, port: int, proto: str) -> None:
     ep.count("hosts", dst)
 
 
+def _seed_window(
+    ep: _Episode,
+    d: SlidingDistinct | None,
+    each: str,
+    label: Callable[[object], str],
+    whole: str,
+    item: str,
+) -> None:
+    """A scan's start: the distinct values in the window (ports of a host, hosts of a port),
+    once each under ``each``, and their number under ``whole``."""
+    if d is None:
+        return
+    for v in d.exact_values():
+        ep.count(each, label(v))
+    ep.count(whole, item, len(d))
+
+
 def _seed_ports(
     ep: _Episode, table: dict[str, SlidingDistinct] | None, dst: str, proto: str
 ) -> None:
     """A vertical scan's start: the distinct ports probed on the host in the window."""
-    d = (table or {}).get(dst)
-    if d is None:
-        return
-    for port in d.exact_values():
-        ep.count("ports", f"{port}/{proto}")
-    ep.count("hosts", dst, len(d))
+    _seed_window(ep, (table or {}).get(dst), "ports", lambda p: f"{p}/{proto}", "hosts", dst)
 
 
 def _seed_hosts(
     ep: _Episode, table: dict[int, SlidingDistinct] | None, port: int, proto: str
 ) -> None:
     """A horizontal scan's start: the distinct hosts probed on the port in the window."""
-    d = (table or {}).get(port)
-    if d is None:
-        return
-    for host in d.exact_values():
-        ep.count("hosts", str(host))
-    ep.count("ports", f"{port}/{proto}", len(d))
+    _seed_window(ep, (table or {}).get(port), "hosts", str, "ports", f"{port}/{proto}")
 
 
 def _web_evidence(ep: _Episode, ev: SecurityEvent) -> None:
