@@ -138,11 +138,26 @@ def _seed_hosts(
     _seed_window(ep, (table or {}).get(port), "hosts", str, "ports", f"{port}/{proto}")
 
 
+def _seed_web(ep: _Episode, src: _Source, ev: SecurityEvent, n404: int) -> None:
+    """A web scan's start: the distinct paths of the window, its 404s, this client's agent."""
+    if src.paths is not None:
+        for path in src.paths.exact_values():
+            ep.count("paths", str(path))
+    if n404:
+        ep.count("status", "404", n404)
+    if ev.http_status is not None and ev.http_status != 404:
+        ep.count("status", str(ev.http_status))
+    if ev.user_agent is not None:
+        ep.count("user_agents", ev.user_agent)
+
+
 def _web_evidence(ep: _Episode, ev: SecurityEvent) -> None:
     if ev.url_path is not None:
-        ep.count("paths", f"{ev.url_path} {ev.http_status or '-'}")
+        ep.count("paths", ev.url_path)
     if ev.http_status is not None:
         ep.count("status", str(ev.http_status))
+    if ev.user_agent is not None:
+        ep.count("user_agents", ev.user_agent)
 
 
 class _Source:
@@ -814,7 +829,7 @@ class SecurityRules:
                 rule=ws,
                 n=n404 if by_404 else n_paths,
                 threshold=ws.not_found if by_404 else ws.distinct_paths,
-                seed=lambda ep: _web_evidence(ep, ev),
+                seed=lambda ep: _seed_web(ep, src, ev, n404),
                 evidence=lambda ep: _web_evidence(ep, ev),
                 is_evidence=status >= 400 or hit,
                 text=lambda: (

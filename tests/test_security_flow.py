@@ -195,6 +195,10 @@ def test_web_scan_from_a_burst_of_404s() -> None:
     dets, _, _ = run(lines)
     (d,) = [d for d in dets if d.kind == "web_scan"]
     assert d.entity == "203.0.113.77"
+    ev = dict(d.evidence)  # what the responder sees: paths with status, user agents
+    assert dict(ev["status"]) == {"404": 30}  # the 30 404s that started it
+    assert dict(ev["user_agents"]) == {"x": 1}  # the agent of the request that did
+    assert len(ev["paths"]) == 10 and all(p.startswith("/wp-") for p, _ in ev["paths"])
 
 
 def test_volume_anomaly_on_a_burst_with_band_in_explanation() -> None:

@@ -60,6 +60,7 @@ ECS_FIELDS: dict[str, str] = {
     "host_name": "host.name",
     "process_name": "process.name",
     "process_pid": "process.pid",
+    "user_agent": "user_agent.original",
 }
 
 
@@ -102,6 +103,7 @@ class SecurityEvent:
     host_name: str | None = None
     process_name: str | None = None
     process_pid: int | None = None
+    user_agent: str | None = None
 
     def to_ecs(self) -> dict[str, Any]:
         """The event as a flat dict keyed by ECS field names, without unset fields.

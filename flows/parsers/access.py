@@ -1,7 +1,8 @@
 """Apache and nginx access logs in the common and combined log formats.
 
 ``IP ident user [10/Oct/2000:13:55:36 -0700] "GET /path?q HTTP/1.1" 404 2326 "ref" "ua"``;
-fields after the size (referer, user agent, nginx extras) are optional and ignored. A
+fields after the size are optional: the user agent of the combined format is kept (its
+first 256 characters: web-scan evidence), the referer and nginx extras are ignored. A
 request line that is not ``METHOD target [HTTP/x]`` (scanners send TLS handshakes to port
 80) still gives an event, with no method or path: the status is what matters then.
 """
@@ -30,6 +31,8 @@ _LINE = re.compile(
 )
 _CLF_TIME = re.compile(r"(\d\d/[A-Z][a-z][a-z]/\d{4}):(\d\d):(\d\d):(\d\d) ([+-]\d\d)(\d\d)", re.A)
 _METHOD = re.compile(r"[A-Z][A-Z_-]{0,31}", re.A)
+_REF_UA = re.compile(r'\s+"(?:[^"\\]|\\.)*"\s+"((?:[^"\\]|\\.)*)"', re.S | re.A)
+_UA_CHARS = 256
 _date_base: dict[str, float] = {}
 
 
@@ -86,6 +89,8 @@ def parse_access(raw: RawLine) -> SecurityEvent | None:
     >>> ev = parse_access(RawLine("access", "access.log", line))
     >>> ev.source_ip, ev.user_name, ev.http_method, ev.url_path, ev.http_status, ev.bytes
     ('203.0.113.9', 'frank', 'GET', '/a.gif', 404, 2326)
+    >>> ev.user_agent
+    'curl/8.0'
     """
     text = raw.text
     m = _LINE.match(text)
@@ -100,12 +105,17 @@ def parse_access(raw: RawLine) -> SecurityEvent | None:
     if 2 <= len(parts) <= 3 and _METHOD.fullmatch(parts[0]) is not None:
         method = parts[0]
         path = parts[1].split("?", 1)[0]
+    ua = None
+    if m.end() < len(text):
+        um = _REF_UA.match(text, m.end())
+        if um is not None and um[1] not in ("", "-"):
+            ua = um[1][:_UA_CHARS]
     return make_event(
         ts, "access", "http_request", source_ip=ip,
         user_name=None if user == "-" else user,
         http_method=method, url_path=path,
         http_status=None if status == "-" else int(status),
-        bytes=None if size == "-" else int(size),
+        bytes=None if size == "-" else int(size), user_agent=ua,
     )  # fmt: skip
 
 
