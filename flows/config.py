@@ -27,11 +27,8 @@ Format = Literal[
 ]
 
 
-_Frozen = Frozen
-
-
 # ---------------------------------------------------------------- inputs
-class FileInput(_Frozen):
+class FileInput(Frozen):
     """Read files matching glob patterns; with ``follow`` keep reading like ``tail -F``."""
 
     kind: Literal["file"] = "file"
@@ -43,7 +40,7 @@ class FileInput(_Frozen):
     max_line_bytes: int = Field(default=65536, ge=512)
 
 
-class SyslogInput(_Frozen):
+class SyslogInput(Frozen):
     """Listen for syslog (RFC 3164 / RFC 5424) on UDP and/or TCP."""
 
     kind: Literal["syslog"] = "syslog"
@@ -56,7 +53,7 @@ class SyslogInput(_Frozen):
     max_line_bytes: int = Field(default=65536, ge=512)
 
 
-class ReplayInput(_Frozen):
+class ReplayInput(Frozen):
     """Replay recorded files as a live feed, in event-time order, at ``speed`` x real time."""
 
     kind: Literal["replay"] = "replay"
@@ -67,7 +64,7 @@ class ReplayInput(_Frozen):
     max_line_bytes: int = Field(default=65536, ge=512)
 
 
-class RedisStreamInput(_Frozen):
+class RedisStreamInput(Frozen):
     """Read the bus: Redis Streams ``<stream>:0`` ... ``<stream>:<shards-1>``.
 
     See ``sources/redis_streams.py`` for positions, rewinding and trimming. Every flow
@@ -91,7 +88,7 @@ class RedisStreamInput(_Frozen):
     max_line_bytes: int = Field(default=65536, ge=512)
 
 
-class KafkaInput(_Frozen):
+class KafkaInput(Frozen):
     """Read Kafka topics, one line per message (needs the ``kafka`` extra; untested here)."""
 
     kind: Literal["kafka"] = "kafka"
@@ -112,7 +109,7 @@ InputConfig = Annotated[
 
 
 # ---------------------------------------------------------------- detection rules
-class _Rule(_Frozen):
+class _Rule(Frozen):
     enabled: bool = True
     severity: Severity = "warning"
     window_s: float = Field(default=600.0, gt=0)
@@ -202,7 +199,7 @@ class VolumeRule(_Rule):
     detector: DetectorConfig = EWMAZScoreConfig(alpha=0.1, grace_period=30, min_std=2.0)
 
 
-class SecurityRules(_Frozen):
+class SecurityRules(Frozen):
     brute_force: BruteForceRule = BruteForceRule()
     user_enumeration: UserEnumerationRule = UserEnumerationRule()
     compromise: CompromiseRule = CompromiseRule()
@@ -213,7 +210,7 @@ class SecurityRules(_Frozen):
     volume: VolumeRule = VolumeRule()
 
 
-class SecurityConfig(_Frozen):
+class SecurityConfig(Frozen):
     inputs: tuple[InputConfig, ...] = ()
     year: int | None = Field(
         default=None, ge=1970, le=2200, description="year of syslog lines (they carry none)"
@@ -231,13 +228,13 @@ class SecurityConfig(_Frozen):
 
 
 # ---------------------------------------------------------------- outputs
-class MetricsConfig(_Frozen):
+class MetricsConfig(Frozen):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=9464, ge=0, le=65535)
 
 
-class WebhookConfig(_Frozen):
+class WebhookConfig(Frozen):
     url: str
     secret_env: str | None = Field(
         default="VIGIL_WEBHOOK_SECRET",
@@ -247,16 +244,16 @@ class WebhookConfig(_Frozen):
     max_attempts: int = Field(default=5, ge=1)
 
 
-class AlertsConfig(_Frozen):
+class AlertsConfig(Frozen):
     file: str | None = Field(default="vigil-out/alerts.jsonl", description='"-" = stdout')
     webhook: WebhookConfig | None = None
 
 
-class DeadLetterConfig(_Frozen):
+class DeadLetterConfig(Frozen):
     file: str | None = "vigil-out/dead_letters.jsonl"
 
 
-class VigilConfig(_Frozen):
+class VigilConfig(Frozen):
     """The whole configuration file."""
 
     security: SecurityConfig = SecurityConfig()

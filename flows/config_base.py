@@ -7,6 +7,7 @@ own module (``flows/config_<area>.py``) so flows can grow without editing one la
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Sequence
 from pathlib import PurePath
 from typing import Any, Literal
@@ -90,3 +91,13 @@ def input_step_ids(feed: str, inputs: Sequence[Any], n: int) -> list[str]:
         taken.add(name)
         out.append(f"{feed}_in_{name}")
     return out
+
+
+def shard_of(key: str, shards: int) -> str:
+    """The shard of a key (a source address, an agency, a series), as the feeds key their
+    stateful steps: stable across processes (unlike ``hash``), so every worker routes alike.
+
+    >>> shard_of("203.0.113.7", 16) == shard_of("203.0.113.7", 16)
+    True
+    """
+    return str(zlib.crc32(key.encode()) % shards)

@@ -4,8 +4,10 @@
 
     VigilError
     ├── ConfigError          invalid configuration (raised before any flow is built)
-    ├── ParseError           a line a parser cannot read; flows turn it into a DeadLetter
-    └── DeliveryError        a sink gave up delivering after its retry budget
+    └── ParseError           a line a parser cannot read; flows turn it into a DeadLetter
+
+(Sinks never raise: a delivery that gives up is logged and counted, see
+:mod:`vigil.sinks.webhook`.)
 """
 
 from __future__ import annotations
@@ -29,7 +31,3 @@ class ParseError(VigilError):
     def __init__(self, reason: str, detail: str = "") -> None:
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
-
-
-class DeliveryError(VigilError):
-    """A sink could not deliver after its retry budget."""

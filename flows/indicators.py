@@ -26,7 +26,6 @@ import fnmatch
 import logging
 import math
 import threading
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -43,7 +42,7 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from typing_extensions import override
 from vigil.detectors.base import Explanation
 from vigil.detectors.keyed import KeyedDetectors, KeyedDetectorsState
-from vigil.flows.config_base import input_step_ids
+from vigil.flows.config_base import input_step_ids, shard_of
 from vigil.flows.config_detectors import make_detector
 from vigil.flows.config_indicators import IndicatorInput, IndicatorRule, IndicatorsConfig
 from vigil.flows.errors import ConfigError
@@ -290,11 +289,6 @@ class IndicatorParser:
                     raise _Bad(BAD_LABELS)
                 labels = tuple(sorted((str(k), str(v)) for k, v in lab.items()))
         return IndicatorPoint(series, ts, value, labels)
-
-
-def shard_of(series: str, shards: int) -> str:
-    """Stable across processes (unlike ``hash``), so every worker routes alike."""
-    return str(zlib.crc32(series.encode()) % shards)
 
 
 Parsed = tuple[str, list[IndicatorPoint]] | DeadLetter | Tally

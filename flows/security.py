@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
@@ -32,7 +31,7 @@ from bytewax.outputs import Sink
 from vigil.detectors.base import Detector, Explanation
 from vigil.flows.config import SecurityConfig
 from vigil.flows.config import SecurityRules as RulesConfig
-from vigil.flows.config_base import input_step_ids
+from vigil.flows.config_base import input_step_ids, shard_of
 from vigil.flows.config_detectors import make_detector
 from vigil.flows.guard import guard_batch, guard_logic
 from vigil.flows.parsers import LineParser
@@ -1279,11 +1278,6 @@ def make_parse_batch(
         return out
 
     return parse_batch
-
-
-def shard_of(ip: str, shards: int) -> str:
-    """Stable across processes (unlike ``hash``), so every worker routes alike."""
-    return str(zlib.crc32(ip.encode()) % shards)
 
 
 @dataclass(frozen=True)

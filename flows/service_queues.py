@@ -34,7 +34,6 @@ firing), with ``("since", start)`` in ``extra``; it stops when the condition cle
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -45,7 +44,7 @@ from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
-from vigil.flows.config_base import input_step_ids
+from vigil.flows.config_base import input_step_ids, shard_of
 from vigil.flows.config_queues import QueueFileInput, ServiceQueuesConfig
 from vigil.flows.guard import guard_batch, guard_logic
 from vigil.flows.queues_calendar import WorkCalendar, read_holidays
@@ -122,11 +121,6 @@ def make_sources(
 
 def _is_arrival(rec: Any) -> bool:
     return type(rec) is QueueEvent and rec.kind == RECEIVED
-
-
-def shard_of(agency: str, shards: int) -> str:
-    """Stable across processes (unlike ``hash``), so every worker routes alike."""
-    return str(zlib.crc32(agency.encode()) % shards)
 
 
 Routed = tuple[str, tuple[list[QueueEvent], float]] | DeadLetter | Tally

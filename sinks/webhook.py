@@ -191,7 +191,14 @@ def verify_signature(
     return matched
 
 
-def _status_reason(status: int) -> str:
+def status_reason(status: int) -> str:
+    """A bounded reason for an HTTP status, safe as a metric label.
+
+    >>> status_reason(204), status_reason(429), status_reason(503)
+    ('ok', 'http_429', 'http_5xx')
+    """
+    if 200 <= status < 300:
+        return "ok"
     if status == 429:
         return "http_429"
     return f"http_{status // 100}xx"
@@ -373,7 +380,7 @@ class WebhookClient:
                 status = response.status_code
                 if 200 <= status < 300:
                     return DeliveryResult(ok=True, status=status, attempts=attempt, reason="ok")
-                reason = _status_reason(status)
+                reason = status_reason(status)
                 retryable = status == 429 or 500 <= status < 600
                 if status in (429, 503):
                     wait = self._retry_after(response.headers.get("retry-after"))

@@ -27,7 +27,7 @@ from vigil.sinks.alerting.model import Notification
 from vigil.sinks.alerting.outbox import OutboxItem, SendResult
 from vigil.sinks.alerting.templates import Templates
 from vigil.sinks.alerts import webhook_payload
-from vigil.sinks.webhook import WebhookClient
+from vigil.sinks.webhook import WebhookClient, status_reason
 
 RETRYABLE = frozenset({"timeout", "transport_error", "http_429", "http_5xx"})
 
@@ -40,15 +40,6 @@ class Integration(Protocol):
     def render(self, n: Notification, target: str) -> list[OutboxItem]: ...
     def send(self, item: OutboxItem) -> SendResult: ...
     def close(self) -> None: ...
-
-
-def status_reason(status: int) -> str:
-    """A bounded reason for an HTTP status (the same vocabulary as :mod:`vigil.sinks.webhook`)."""
-    if 200 <= status < 300:
-        return "ok"
-    if status == 429:
-        return "http_429"
-    return f"http_{status // 100}xx"
 
 
 def classify(status: int | None, error: BaseException | None = None) -> SendResult:
