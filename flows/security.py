@@ -268,6 +268,17 @@ class _Episode:
 Evidence = Callable[[_Episode], None]
 
 
+def _ongoing(
+    act: dict[tuple[str, str], _Episode] | None, key: tuple[str, str], ts: float
+) -> _Episode | None:
+    """The episode of ``key`` still holding at ``ts``; one whose hold ran out is dropped."""
+    ep = act.get(key) if act is not None else None
+    if ep is not None and act is not None and ts > ep.last_emit + ep.hold:
+        del act[key]
+        return None
+    return ep
+
+
 @dataclass(slots=True)
 class _Hit:
     """A scan condition met by one event: which, its count, its rule and texts."""
@@ -425,10 +436,7 @@ class SecurityRules:
         act = src.active
         key = (kind, sub)
         ts = self._ts
-        ep = act.get(key) if act is not None else None
-        if ep is not None and ts > ep.last_emit + ep.hold:
-            del act[key]  # type: ignore[union-attr]
-            ep = None
+        ep = _ongoing(act, key, ts)
         if ep is None:
             if not hit:
                 return
@@ -727,10 +735,7 @@ class SecurityRules:
         act = src.active
         key = ("port_scan", "")
         ts = self._ts
-        ep = act.get(key) if act is not None else None
-        if ep is not None and ts > ep.last_emit + ep.hold:
-            del act[key]  # type: ignore[union-attr]
-            ep = None
+        ep = _ongoing(act, key, ts)
         if ep is None:
             if not hits:
                 return
