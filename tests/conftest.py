@@ -157,18 +157,36 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks: list[bytes] = []
             while True:
-                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                line = self.rfile.readline()
+                if not line:
+                    msg = "chunked body cut short"
+                    raise ConnectionResetError(msg)
+                size = int(line.split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                         pass  # trailers
                     return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
+                chunk = self.rfile.read(size)
+                if len(chunk) < size:
+                    msg = "chunked body cut short"
+                    raise ConnectionResetError(msg)
+                chunks.append(chunk)
                 self.rfile.readline()
         length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length else b""
+        body = self.rfile.read(length) if length else b""
+        if len(body) < length:
+            # The client went away mid-request (a killed worker): a real server never
+            # answers, let alone accepts, half a body.
+            msg = "body shorter than Content-Length"
+            raise ConnectionResetError(msg)
+        return body
 
     def _handle(self) -> None:
-        body = self._read_body()
+        try:
+            body = self._read_body()
+        except (ConnectionError, ValueError):
+            self.close_connection = True
+            return
         headers = httpx.Headers(list(self.headers.items()))
         reply = self.server.receiver._record(self.command, self.path, headers, body)
         if reply.delay_s:
