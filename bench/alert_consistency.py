@@ -201,7 +201,7 @@ def run_demo(work: Path) -> Outcome:
 def event_span(path: Path, fmt: str, year: int | None) -> float:
     """Seconds of event time the file covers (what a paced replay takes at speed 1)."""
     sys.path.insert(0, str(ROOT))
-    from vigil.flows.parsers import LineParser
+    from vigil.flows.security.parsers import LineParser
 
     from vigil.records import RawLine
 

@@ -45,9 +45,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
-from vigil.sources.redis_streams import entry_fields, stream_names  # noqa: E402
 
-from vigil.records import RawLine  # noqa: E402
+from vigil.records import (  # noqa: E402
+    RawLine,
+    entry_fields,
+    stream_names,
+)
 
 AUTH_LOG = ROOT / "flows" / "demo_data" / "auth.log"
 

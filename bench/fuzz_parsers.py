@@ -38,7 +38,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from vigil.flows.parsers import ALIASES, FORMATS, PAYLOAD_MAX, LineParser
+from vigil.flows.security.parsers import ALIASES, FORMATS, PAYLOAD_MAX, LineParser
 
 from vigil.records import DeadLetter, RawLine, SecurityEvent
 

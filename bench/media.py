@@ -6,11 +6,12 @@ Usage::
     python bench/media.py --no-train  # skip training the sentiment model
 
 1. **NAB realTweets** (``../shared/datasets/nab``): the volume detector
-   (:class:`vigil.flows.media_volume.MentionVolume`) runs over each of the five dev series, from a
+   (:class:`vigil.detectors.mention_volume.MentionVolume`) runs over each of the five dev
+   series, from a
    fresh detector, scoring each row before learning it (first 15 % probationary, as NAB).
    NAB standard scores per series (threshold chosen per series) and over the five files
    (one threshold), beside the shipped ``windowedGaussian`` and ``numenta`` results scored
-   the same way with :mod:`vigil.detectors.nab`.
+   the same way with :mod:`vigil.flows.evaluation.nab`.
 2. **Airline tweets**: the media analyzer over the 14,640 labelled tweets with the shipped
    lexicon; every negative surge per airline with its time and top terms.
 3. **Sentiment**: ``vigil train sentiment`` on the airline tweets (80/20 stratified split).
@@ -36,13 +37,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from vigil.detectors import nab  # noqa: E402
-from vigil.flows.config_media import MediaConfig, WatchEntity  # noqa: E402
-from vigil.flows.media import build_flow, make_parse_batch  # noqa: E402
-from vigil.flows.media_analysis import MediaAnalyzer  # noqa: E402
-from vigil.flows.media_sentiment import LexiconScorer  # noqa: E402
-from vigil.flows.media_sources import read_posts  # noqa: E402
-from vigil.flows.media_volume import MentionVolume  # noqa: E402
+from vigil.detectors.mention_volume import MentionVolume  # noqa: E402
+from vigil.flows.evaluation import nab  # noqa: E402
+from vigil.flows.media.analysis import MediaAnalyzer  # noqa: E402
+from vigil.flows.media.config import MediaConfig, WatchEntity  # noqa: E402
+from vigil.flows.media.flow import build_flow, make_parse_batch  # noqa: E402
+from vigil.flows.media.inputs import read_posts  # noqa: E402
+from vigil.flows.media.sentiment import LexiconScorer  # noqa: E402
 
 from vigil.records import Detection  # noqa: E402
 
@@ -179,7 +180,7 @@ def airline_surges() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- sentiment
 def sentiment() -> dict[str, Any]:
-    from vigil.flows.media_sentiment import train
+    from vigil.flows.media.sentiment import train
 
     with tempfile.TemporaryDirectory() as d:
         rep = train(AIRLINE_CSV, Path(d) / "m.joblib", seed=0)
@@ -211,7 +212,7 @@ def throughput(copies: int = 5) -> dict[str, Any]:
     dets: list[Any] = []
     dead: list[Any] = []
     tele: list[Any] = []
-    from vigil.flows.config_media import PostReplayInput
+    from vigil.flows.media.config import PostReplayInput
 
     cfg_flow = cfg.model_copy(
         update={

@@ -13,7 +13,7 @@ as 0. Like NAB's own detectors, a detector may be told each file's value range
 (``input_min``/``input_max``, the data's minimum and maximum) and its probationary
 period; nothing else about the file. Results are written in NAB's format,
 ``<out>/<category>/<name>_<file>.csv`` with ``timestamp,anomaly_score``, and scored with
-:mod:`vigil.detectors.nab` (threshold optimised per profile over the corpus). The last line
+:mod:`vigil.flows.evaluation.nab` (threshold optimised per profile over the corpus). The last line
 printed is a JSON object with the three profile scores and the throughput.
 """
 

@@ -36,8 +36,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vigil.flows.config import ReplayInput, SecurityConfig  # noqa: E402
+from vigil.flows.inputs import ReplayInput  # noqa: E402
 from vigil.flows.main import replay_collect  # noqa: E402
+from vigil.flows.security.config import SecurityConfig  # noqa: E402
 
 from vigil.records import Detection  # noqa: E402
 

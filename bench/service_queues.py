@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vigil.flows.config import parse_config  # noqa: E402
-from vigil.flows.config_queues import ServiceQueuesConfig  # noqa: E402
-from vigil.flows.queues_records import QueueEvent  # noqa: E402
-from vigil.flows.service_queues import build_flow, make_sources  # noqa: E402
+from vigil.flows.queues.config import ServiceQueuesConfig  # noqa: E402
+from vigil.flows.queues.flow import build_flow, make_sources  # noqa: E402
+from vigil.flows.queues.records import QueueEvent  # noqa: E402
 
 from vigil.records import Detection  # noqa: E402
 

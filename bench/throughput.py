@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from bytewax.testing import TestingSink, run_main  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
-from vigil.flows.config import SecurityConfig  # noqa: E402
-from vigil.flows.parsers import LineParser  # noqa: E402
-from vigil.flows.security import build_flow  # noqa: E402
+from vigil.flows.security.config import SecurityConfig  # noqa: E402
+from vigil.flows.security.flow import build_flow  # noqa: E402
+from vigil.flows.security.parsers import LineParser  # noqa: E402
 from vigil.sinks.alerts import AlertSink  # noqa: E402
 from vigil.sinks.prometheus import FlowMetrics, MetricsSink  # noqa: E402
 from vigil.sources.files import FileTailSource  # noqa: E402

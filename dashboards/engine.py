@@ -3,7 +3,7 @@
 Throughput in and out of every flow, dead letters by step and reason, late events,
 watermark lag (``time() - vigil_event_time_seconds``), time since each flow's last batch,
 alert delivery outcomes and failures, the health flow's own detections (``feed="engine"``,
-see :mod:`vigil.flows.health`), and each process's CPU, memory and file descriptors from
+see :mod:`vigil.flows.health.flow`), and each process's CPU, memory and file descriptors from
 prometheus_client's default collectors.
 """
 
@@ -111,7 +111,7 @@ def engine() -> gd.Dashboard:
                 instant=True,
             ),
             w=12,
-            description="Detections of the health flow (flows/health.py).",
+            description="Detections of the health flow (flows/health/flow.py).",
         ),
         row("Losses and lag"),
         timeseries(

@@ -77,7 +77,7 @@ WAITING: dict[str, tuple[Waiting, ...]] = {
     "indicators": (
         Waiting(
             "Indicator readings by source",
-            "an indicator readings counter with a `source` label (flows/indicators.py)",
+            "an indicator readings counter with a `source` label (flows/indicators/flow.py)",
         ),
     ),
 }
@@ -184,7 +184,7 @@ def _queues() -> list[Builder[Any]]:
 
 
 def _media() -> list[Builder[Any]]:
-    """Media panels (metrics of flows/media_metrics.py)."""
+    """Media panels (metrics of flows/media/metrics.py)."""
     rate = "[$__rate_interval]"
     return [
         row("Mentions"),

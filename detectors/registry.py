@@ -27,7 +27,7 @@ DETECTORS: dict[str, type] = {
     "page_hinkley": PageHinkley,
     "isolation_forest": WindowedIsolationForest,
     # NAB-grade detectors (scores in [0, 1]); the anomaly-likelihood wrapper takes a
-    # detector as an argument, so it is built through flows/config_detectors.py instead.
+    # detector as an argument, so it is built through flows/config/detectors.py instead.
     "contextual": ContextualAnomaly,
     "knn_cad": KNNCAD,
     "resonance": AdaptiveResonance,

@@ -1,7 +1,7 @@
 """Composition of the alerting pipeline: configuration in, running objects out.
 
 Used by :func:`vigil.flows.main.make_alert_sink` (the flows' alert path) and by the operator
-CLI (:mod:`vigil.flows.cli_alerts`), so both open the same state store. Secrets are read from
+CLI (:mod:`vigil.flows.cli.alerts`), so both open the same state store. Secrets are read from
 the environment here, at the edge, and never logged.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from vigil.flows.config import VigilConfig
-from vigil.flows.config_alerting import AlertingConfig, RouteConfig, effective_alerting
+from vigil.flows.config.alerting import AlertingConfig, RouteConfig, effective_alerting
 from vigil.flows.errors import ConfigError
 from vigil.sinks.alerting.delivery import Integration, WebhookIntegration
 from vigil.sinks.alerting.engine import AlertEngine, Clock, ReceiverOptions

@@ -1,138 +1,33 @@
 """The composition root: the only place where configuration becomes real I/O.
 
-``python -m bytewax.run "vigil.flows.main:flow('vigil.yaml')"`` runs the security flow with
-bytewax's own runner; the ``vigil`` CLI calls :func:`build_security` directly.
+``python -m bytewax.run "vigil.flows.main:flow('vigil.yaml')"`` runs the security feed with
+bytewax's own runner; the ``vigil`` CLI calls :func:`build_flows` directly.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import bytewax.operators as op
 import orjson
 from bytewax.dataflow import Dataflow, Stream
-from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from prometheus_client import REGISTRY, CollectorRegistry
-from vigil.flows import security
-from vigil.flows.config import (
-    FileInput,
-    KafkaInput,
-    RedisStreamInput,
-    ReplayInput,
-    SecurityConfig,
-    SyslogInput,
-    VigilConfig,
-    load_config,
-)
-from vigil.flows.errors import ConfigError
-from vigil.flows.parsers import LineParser
+from vigil.flows.config import VigilConfig, load_config
+from vigil.flows.feed import FeedIO, feed_names, get_feed
+from vigil.flows.inputs import make_sources
+from vigil.flows.security import flow as security
+from vigil.flows.security.config import SecurityConfig
 from vigil.sinks.jsonl import open_append
-from vigil.sinks.prometheus import FlowMetrics, MetricsSink
-from vigil.sources.files import FileTailSource
-from vigil.sources.redis_streams import RedisStreamSource, stream_names
-from vigil.sources.replay import ReplaySource
-from vigil.sources.syslog import SyslogSource
 
-from vigil.records import DeadLetter, Detection, RawLine, Watermark
+from vigil.records import DeadLetter, Detection, Watermark
 
 log = logging.getLogger(__name__)
-
-
-def make_sources(
-    cfg: SecurityConfig,
-    *,
-    speed_override: float | str | None = "config",
-    on_syslog_bound: Callable[[int], None] | None = None,
-) -> list[Source[RawLine]]:
-    """One bytewax source per configured input."""
-    time_parser = LineParser(year=cfg.year)
-    out: list[Source[RawLine]] = []
-    for inp in cfg.inputs:
-        if isinstance(inp, FileInput):
-            out.append(
-                FileTailSource(
-                    inp.paths,
-                    inp.format,
-                    follow=inp.follow,
-                    max_line_bytes=inp.max_line_bytes,
-                    start_at_end=inp.start_at_end,
-                )
-            )
-        elif isinstance(inp, SyslogInput):
-            out.append(
-                SyslogSource(
-                    inp.host,
-                    inp.port,
-                    fmt=inp.format,
-                    udp=inp.udp,
-                    tcp=inp.tcp,
-                    max_line_bytes=inp.max_line_bytes,
-                    on_bound=on_syslog_bound,
-                )
-            )
-        elif isinstance(inp, ReplayInput):
-            speed = inp.speed if speed_override == "config" else speed_override
-            out.append(
-                ReplaySource(
-                    inp.paths,
-                    inp.format,
-                    speed=speed if isinstance(speed, float | int) else None,
-                    time_of=time_parser.event_time,
-                    max_line_bytes=inp.max_line_bytes,
-                )
-            )
-        elif isinstance(inp, RedisStreamInput):
-            out.append(redis_stream_source(inp))
-        elif isinstance(inp, KafkaInput):
-            from vigil.sources.kafka import KafkaLineSource
-
-            try:
-                out.append(
-                    KafkaLineSource(
-                        inp.brokers,
-                        inp.topics,
-                        fmt=inp.format,
-                        batch_size=inp.batch_size,
-                        poll_interval_s=inp.poll_interval_s,
-                        add_config=inp.add_config,
-                        max_line_bytes=inp.max_line_bytes,
-                    )
-                )
-            except ImportError as ex:
-                raise ConfigError(str(ex)) from ex
-    return out
-
-
-def redis_stream_source(
-    inp: RedisStreamInput, environ: Mapping[str, str] | None = None
-) -> RedisStreamSource:
-    """The bus source for one ``redis_stream`` input (any flow can call this)."""
-    url = inp.url
-    if inp.password_env:
-        from vigil.flows.bus import with_password
-
-        url = with_password(url, (environ or os.environ).get(inp.password_env))
-    return RedisStreamSource(
-        url,
-        stream_names(inp.stream, inp.shards),
-        group=inp.group,
-        fmt=inp.format,
-        batch_size=inp.batch_size,
-        poll_interval_s=inp.poll_interval_s,
-        ack_lag=inp.ack_lag,
-        trim=inp.trim,
-        start=inp.start,
-        max_line_bytes=inp.max_line_bytes,
-    )
 
 
 class DeadLetterSink(DynamicSink[DeadLetter]):
@@ -180,60 +75,9 @@ class _DeadPartition(StatelessSinkPartition[DeadLetter]):
             self._fh.close()
 
 
-@dataclass
-class FlowIO:
-    """What the composition root hands every flow's ``attach``.
-
-    Flows add their own inputs (from their config section) and send their telemetry to
-    ``metrics_sink(flow_name)``; they return detections and dead letters, which the root
-    merges across flows into one alert path and one dead-letter file.
-    """
-
-    cfg: VigilConfig
-    registry: CollectorRegistry
-    metrics: dict[str, FlowMetrics] = field(default_factory=dict)
-    speed_override: float | str | None = "config"
-    on_syslog_bound: Callable[[int], None] | None = None
-    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
-
-    def metrics_sink(self, flow_name: str) -> MetricsSink:
-        m = self.metrics.get(flow_name)
-        if m is None:
-            m = self.metrics[flow_name] = FlowMetrics(flow_name, registry=self.registry)
-        return MetricsSink(m)
-
-
-class Attached(Protocol):
-    @property
-    def detections(self) -> Stream[Detection | Watermark]: ...
-    @property
-    def dead(self) -> Stream[DeadLetter]: ...
-
-
-def _attach_security(flow: Dataflow, io: FlowIO) -> Attached:
-    cfg = io.cfg.security
-    srcs = make_sources(cfg, speed_override=io.speed_override, on_syslog_bound=io.on_syslog_bound)
-    return security.attach(flow, cfg, srcs, io.metrics_sink("security"))
-
-
-#: Flow name -> "module:function" of its attach(flow, io) -> Attached. A module that is not
-#: there yet makes its flow unavailable, not the CLI.
-FLOWS: dict[str, str] = {
-    "security": "vigil.flows.main:_attach_security",
-    "indicators": "vigil.flows.indicators:attach",
-    "service_queues": "vigil.flows.service_queues:attach",
-    "media": "vigil.flows.media:attach",
-    "health": "vigil.flows.health:attach",
-}
-
-
 def available_flows() -> list[str]:
-    out = []
-    for name, target in FLOWS.items():
-        mod = target.split(":")[0]
-        if importlib.util.find_spec(mod) is not None:
-            out.append(name)
-    return out
+    """Names of the registered feeds (``vigil run NAME``)."""
+    return feed_names()
 
 
 def input_liveness(cfg: VigilConfig, names: Sequence[str]) -> tuple[bool, bool]:
@@ -287,10 +131,14 @@ def build_flows(
     environ: Mapping[str, str] | None = None,
     speed_override: float | str | None = "config",
     on_syslog_bound: Callable[[int], None] | None = None,
-) -> tuple[Dataflow, FlowIO]:
-    """One dataflow running the named flows, wired to the sinks the configuration names."""
+) -> tuple[Dataflow, FeedIO]:
+    """One dataflow running the named feeds, wired to the sinks the configuration names.
+
+    Each feed's ``attach`` (:mod:`vigil.flows.feed`) adds its steps; their detections and
+    dead letters are merged into one alerting sink and one dead-letter file.
+    """
     env = dict(os.environ if environ is None else environ)
-    io = FlowIO(
+    io = FeedIO(
         cfg,
         registry,
         speed_override=speed_override,
@@ -301,17 +149,7 @@ def build_flows(
     dets: list[Stream[Detection | Watermark]] = []
     dead: list[Stream[DeadLetter]] = []
     for name in names:
-        target = FLOWS.get(name)
-        if target is None:
-            msg = f"unknown flow {name!r}; available: {available_flows()}"
-            raise ConfigError(msg)
-        mod_name, fn_name = target.split(":")
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError as ex:
-            msg = f"flow {name!r} is not available in this version"
-            raise ConfigError(msg) from ex
-        out = getattr(mod, fn_name)(flow, io)
+        out = get_feed(name).attach(flow, io)
         dets.append(out.detections)
         dead.append(out.dead)
     if cfg.dead_letters.file and cfg.dead_letters.file != "-":

@@ -51,7 +51,7 @@ ALERTS = "vigil_alerts_total"
 NOTIFICATIONS = "vigil_notifications_total"
 #: Failures of any alert destination, by ``sink`` and a stable ``reason``.
 SINK_FAILURES = "vigil_sink_failures_total"
-#: Media flow (flows/media_metrics.py): mentions by ``entity``, ``source``, ``sentiment``.
+#: Media flow (flows/media/metrics.py): mentions by ``entity``, ``source``, ``sentiment``.
 MEDIA_MENTIONS = "vigil_media_mentions_total"
 #: Media items by ``source`` and ``kind`` (``story``: first copy, ``copy``: near-duplicate).
 MEDIA_ITEMS = "vigil_media_items_total"

@@ -5,7 +5,7 @@ The bus layout
 A *bus* is ``shards`` streams named ``<stream>:0`` ... ``<stream>:<shards-1>``. Each entry
 holds the fields of a ``RawLine``: ``fmt``, ``origin``, ``text`` and optionally ``ref_ts``
 (float seconds) and ``oversize`` (``"1"``). Producers (``vigil ingest``, ``vigil replay
---to``, see :mod:`vigil.flows.bus`) write them; every flow can read them through the input kind
+--to``, see :mod:`vigil.sinks.bus`) write them; every flow can read them through the input kind
 ``redis_stream``.
 
 Positions, snapshots and rewinding
@@ -30,7 +30,7 @@ never by sleeping. The client does no retries of its own, and its socket timeout
 Trimming
 --------
 Streams are trimmed by the consumers, never by producers (producers bound the length with
-back-pressure instead, see :mod:`vigil.flows.bus`). A resume restarts from the *last committed*
+back-pressure instead, see :mod:`vigil.sinks.bus`). A resume restarts from the *last committed*
 bytewax snapshot, which may be older than the last one taken: bytewax commits an epoch once
 every worker has finished it. So a partition publishes as *committed* the position of the
 snapshot ``ack_lag`` snapshots back (default 2: with bytewax's one-epoch-in-flight input
@@ -72,25 +72,12 @@ __all__ = [
     "RedisStreamSource",
     "StreamPosition",
     "committed_key",
-    "entry_fields",
     "id_key",
-    "stream_names",
 ]
 
 log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 2.0
-
-
-def stream_names(stream: str, shards: int) -> list[str]:
-    """Names of the streams of a bus: ``<stream>:0`` ... ``<stream>:<shards-1>``.
-
-    Examples
-    --------
-    >>> stream_names("vigil:lines", 2)
-    ['vigil:lines:0', 'vigil:lines:1']
-    """
-    return [f"{stream}:{i}" for i in range(shards)]
 
 
 def committed_key(stream: str) -> str:
@@ -114,22 +101,6 @@ def id_key(entry_id: str) -> tuple[int, int]:
     """
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
-
-
-def entry_fields(line: RawLine) -> dict[str, str]:
-    """The stream entry fields that carry ``line`` (what producers write).
-
-    Examples
-    --------
-    >>> entry_fields(RawLine("ssh", "auth.log", "hello", 1.5))
-    {'fmt': 'ssh', 'origin': 'auth.log', 'text': 'hello', 'ref_ts': '1.5'}
-    """
-    out = {"fmt": line.fmt, "origin": line.origin, "text": line.text}
-    if line.ref_ts:
-        out["ref_ts"] = repr(line.ref_ts)
-    if line.oversize:
-        out["oversize"] = "1"
-    return out
 
 
 def _decode(b: Any) -> str:
@@ -412,7 +383,7 @@ class RedisStreamSource(FixedPartitionedSource[RawLine, StreamPosition | None]):
     url
         ``redis://[:password@]host:port/db``.
     streams
-        Stream names (see :func:`stream_names`).
+        Stream names (see :func:`vigil.records.stream_names`).
     group
         Consumer group; one per flow reading the bus.
     fmt
@@ -440,6 +411,7 @@ class RedisStreamSource(FixedPartitionedSource[RawLine, StreamPosition | None]):
 
     Examples
     --------
+    >>> from vigil.records import stream_names
     >>> RedisStreamSource("redis://127.0.0.1:6379/0", stream_names("bus", 2)).list_parts()
     ['bus:0', 'bus:1']
     """

@@ -2,7 +2,7 @@
 installed name (``vigil.flows.cli``).
 
 The top-level folders are installed under the ``vigil`` namespace (``pyproject.toml``,
-``package-dir``); pytest would otherwise import ``flows/cli.py`` a second time as a
+``package-dir``); pytest would otherwise import ``flows/cli/__init__.py`` a second time as a
 module named ``flows.cli``, with state of its own.
 """
 

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 from bytewax.testing import TestingSink, run_main
-from vigil.flows.backtest import inputs_for, label_key, load_labels, read_feedback, run_backtest
-from vigil.flows.config_indicators import IndicatorsConfig
-from vigil.flows.indicators import build_flow
+from vigil.flows.evaluation.indicators import (
+    inputs_for,
+    label_key,
+    load_labels,
+    read_feedback,
+    run_backtest,
+)
+from vigil.flows.indicators.config import IndicatorsConfig
+from vigil.flows.indicators.flow import build_flow
 from vigil.sources.files import FileTailSource
 
 from vigil.records import Detection

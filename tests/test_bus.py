@@ -22,19 +22,17 @@ from conftest import RedisServer
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
-from vigil.flows.bus import BusWriter
-from vigil.flows.config import RedisStreamInput, parse_config
-from vigil.flows.main import make_sources
+from vigil.flows.config import parse_config
+from vigil.flows.inputs import RedisStreamInput, make_sources
+from vigil.sinks.bus import BusWriter
 from vigil.sources.redis_streams import (
     RedisStreamSource,
     StreamPosition,
     _to_line,
     committed_key,
-    entry_fields,
-    stream_names,
 )
 
-from vigil.records import RawLine
+from vigil.records import RawLine, entry_fields, stream_names
 
 ROOT = Path(__file__).resolve().parents[1]
 

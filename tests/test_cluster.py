@@ -20,9 +20,8 @@ from pathlib import Path
 import httpx
 import redis
 from conftest import RedisServer, free_port
-from vigil.sources.redis_streams import entry_fields, stream_names
 
-from vigil.records import RawLine
+from vigil.records import RawLine, entry_fields, stream_names
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTH_LOG = ROOT / "flows" / "demo_data" / "auth.log"

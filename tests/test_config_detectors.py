@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 from vigil.detectors.registry import DETECTORS
-from vigil.flows.config import VolumeRule, parse_config
-from vigil.flows.config_detectors import (
+from vigil.flows.config import parse_config
+from vigil.flows.config.detectors import (
     CONFIGS,
     DetectorConfig,
     EWMAZScoreConfig,
@@ -18,6 +18,7 @@ from vigil.flows.config_detectors import (
     detector_class,
     make_detector,
 )
+from vigil.flows.security.config import VolumeRule
 
 ADAPTER: TypeAdapter[Any] = TypeAdapter(DetectorConfig)
 

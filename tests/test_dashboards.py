@@ -25,7 +25,7 @@ from vigil.dashboards.feeds import FEEDS, SERIES_FEEDS
 from vigil.dashboards.feeds import WAITING as FEED_WAITING
 from vigil.dashboards.promql import metric_names, queries
 from vigil.flows.cli import main as vigil_main
-from vigil.flows.cli_dashboards import push
+from vigil.flows.cli.dashboards import push
 
 BOARDS = build_all()
 

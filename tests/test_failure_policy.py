@@ -19,10 +19,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: feed -> (class whose method fails, method, the step id in the dead letters)
 FAULTS = {
-    "security": ("vigil.flows.security:SecurityRules", "process", "rules"),
-    "service_queues": ("vigil.flows.queues_state:QueueMonitor", "process", "queues"),
-    "media": ("vigil.flows.media_analysis:MediaAnalyzer", "process", "media_analyze"),
-    "indicators": ("vigil.flows.indicators:IndicatorDetectors", "process", "indicators_detect"),
+    "security": ("vigil.flows.security.flow:SecurityRules", "process", "rules"),
+    "service_queues": ("vigil.flows.queues.state:QueueMonitor", "process", "queues"),
+    "media": ("vigil.flows.media.analysis:MediaAnalyzer", "process", "media_analyze"),
+    "indicators": (
+        "vigil.flows.indicators.flow:IndicatorDetectors",
+        "process",
+        "indicators_detect",
+    ),
 }
 
 RUN = """

@@ -37,7 +37,7 @@ import httpx
 import pytest
 import redis
 from conftest import AofRedisServer, HttpReceiver, free_port
-from vigil.flows.bus import BusWriter
+from vigil.sinks.bus import BusWriter
 
 from vigil.records import RawLine
 

@@ -9,19 +9,19 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 from prometheus_client import CollectorRegistry, Counter
-from vigil.flows.health import (
+from vigil.flows.feed import get_feed
+from vigil.flows.health.config import HealthConfig
+from vigil.flows.health.flow import (
     DEAD_LETTER_RATIO,
     DELIVERY_FAILURES,
     SOURCE_SILENT,
     WATERMARK_LAG,
-    HealthConfig,
     HealthMonitor,
     HealthSource,
     Totals,
     build,
     read_totals,
 )
-from vigil.flows.main import FLOWS
 from vigil.sinks.prometheus import (
     ALERTING_DELIVERIES,
     SINK_FAILURES,
@@ -172,5 +172,5 @@ def test_health_source_in_a_dataflow_emits_engine_detections_and_counts_them() -
     assert r.get_sample_value("vigil_detections_total", labels) == len(out)
 
 
-def test_registered_as_a_flow() -> None:
-    assert FLOWS["health"] == "vigil.flows.health:attach"
+def test_registered_as_a_feed() -> None:
+    assert get_feed("health").config is HealthConfig

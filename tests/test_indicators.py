@@ -11,9 +11,9 @@ import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client import CollectorRegistry
-from vigil.flows import indicators as ind
-from vigil.flows.config_indicators import IndicatorInput, IndicatorsConfig
-from vigil.flows.indicators import (
+from vigil.flows.indicators import flow as ind
+from vigil.flows.indicators.config import IndicatorInput, IndicatorsConfig
+from vigil.flows.indicators.flow import (
     CappedSeriesSink,
     IndicatorDetectors,
     IndicatorPoint,

@@ -18,8 +18,10 @@ from xml.sax.saxutils import escape
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client import CollectorRegistry
+from vigil.detectors.mention_volume import MentionVolume
 from vigil.flows.config import parse_config
-from vigil.flows.config_media import (
+from vigil.flows.media.analysis import MediaAnalyzer
+from vigil.flows.media.config import (
     HotIssueRule,
     MediaConfig,
     MediaRules,
@@ -28,12 +30,10 @@ from vigil.flows.config_media import (
     VolumeRule,
     WatchEntity,
 )
-from vigil.flows.media import build_flow, hash_author, make_parse_batch, parse_time
-from vigil.flows.media_analysis import MediaAnalyzer
-from vigil.flows.media_records import MediaItem, MediaTally
-from vigil.flows.media_sentiment import LexiconScorer
-from vigil.flows.media_text import WatchList, fold, minhash, terms, tokens
-from vigil.flows.media_volume import MentionVolume
+from vigil.flows.media.flow import build_flow, hash_author, make_parse_batch, parse_time
+from vigil.flows.media.records import MediaItem, MediaTally
+from vigil.flows.media.sentiment import LexiconScorer
+from vigil.flows.media.text import WatchList, fold, minhash, terms, tokens
 
 from vigil.records import DeadLetter, Detection
 
@@ -105,7 +105,7 @@ def test_copies_of_a_story_are_near_duplicates_and_other_stories_are_not() -> No
         ]
     )
     c = minhash([fold(t) for t in tokens("Huyện Văn Lâm khánh thành trường học mới ở Lạc Hồng")])
-    from vigil.flows.media_text import jaccard
+    from vigil.flows.media.text import jaccard
 
     assert jaccard(a, b) >= 0.5 > jaccard(a, c)
 
@@ -663,7 +663,7 @@ def airline_replay(
 ) -> tuple[Detection, ...]:
     """The detections of a replay of the airline tweets (the flow's parse and analysis);
     ``restart``: resume from a pickled snapshot after every batch, as after a crash."""
-    from vigil.flows.media_sources import read_posts
+    from vigil.flows.media.inputs import read_posts
 
     cfg = MediaConfig(watch=tuple(WatchEntity(id=i, aliases=a) for i, a in WATCH_LISTS[watch]))
     parse = make_parse_batch(

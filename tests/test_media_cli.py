@@ -42,7 +42,7 @@ def test_train_sentiment_reports_held_out_accuracy_and_writes_a_usable_model(
     rep = json.loads(r.stdout.strip().splitlines()[-1])["train_sentiment"]
     assert rep["test_rows"] == pytest.approx(0.2 * rep["rows"], abs=2)
     assert rep["accuracy"] > rep["majority_accuracy"]
-    from vigil.flows.media_sentiment import ModelScorer
+    from vigil.flows.media.sentiment import ModelScorer
 
     label, score = ModelScorer(model).score("worst airline ever, flight cancelled again", "en")
     assert label == "negative" and score < 0

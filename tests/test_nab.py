@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from vigil.detectors import nab
+from vigil.flows.evaluation import nab
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nab"
 

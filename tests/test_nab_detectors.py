@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vigil.detectors import nab
 from vigil.detectors.base import Detector, Explanation
 from vigil.detectors.contextual import ContextualAnomaly
 from vigil.detectors.ensemble import ResonanceEnsemble
@@ -22,6 +21,7 @@ from vigil.detectors.ewma import EWMAZScore
 from vigil.detectors.knn_cad import KNNCAD
 from vigil.detectors.likelihood import AnomalyLikelihood, log_likelihood
 from vigil.detectors.resonance import AdaptiveResonance
+from vigil.flows.evaluation import nab
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "nab"
 

@@ -1,4 +1,4 @@
-"""Tests of the security log parsers (``vigil.flows.parsers``).
+"""Tests of the security log parsers (``vigil.flows.security.parsers``).
 
 Real data comes from ``../shared/datasets/security`` (read in place, never copied); those
 tests are skipped when the folder is absent. Suricata, iptables and access logs have no real
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from vigil.flows.parsers import (
+from vigil.flows.security.parsers import (
     ALIASES,
     BAD_ACCESS_LINE,
     BAD_JSON,
@@ -36,7 +36,7 @@ from vigil.flows.parsers import (
     bad_field,
     missing_field,
 )
-from vigil.flows.parsers._common import make_event
+from vigil.flows.security.parsers._common import make_event
 
 from vigil.records import DeadLetter, RawLine, SecurityEvent
 

@@ -9,17 +9,11 @@ from pathlib import Path
 import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
-from vigil.flows.config import (
-    BruteForceRule,
-    EWMAZScoreConfig,
-    FileInput,
-    SecurityConfig,
-    VolumeRule,
-)
-from vigil.flows.config import (
-    SecurityRules as RulesCfg,
-)
-from vigil.flows.security import SecurityRules, build_flow
+from vigil.flows.config.detectors import EWMAZScoreConfig
+from vigil.flows.inputs import FileInput
+from vigil.flows.security.config import BruteForceRule, SecurityConfig, VolumeRule
+from vigil.flows.security.config import SecurityRules as RulesCfg
+from vigil.flows.security.flow import SecurityRules, build_flow
 
 from vigil.records import DeadLetter, Detection, RawLine, SecurityEvent, SeriesPoint, Tally
 
@@ -369,7 +363,7 @@ def test_recovery_keeps_failure_counts_across_a_restart(tmp_path: Path) -> None:
 
 
 def _file_run(cfg: SecurityConfig, rc: RecoveryConfig) -> list[Tally]:
-    from vigil.flows.main import make_sources
+    from vigil.flows.inputs import make_sources
 
     tele: list[object] = []
     flow = build_flow(cfg, make_sources(cfg), TestingSink([]), TestingSink([]), TestingSink(tele))

@@ -16,13 +16,13 @@ import yaml
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client import CollectorRegistry
 from vigil.flows.config import parse_config
-from vigil.flows.config_queues import FieldMapping, ServiceQueuesConfig
 from vigil.flows.errors import ConfigError
-from vigil.flows.queues_calendar import WorkCalendar, read_holidays
-from vigil.flows.queues_mapping import CaseMapper, LabelFolder
-from vigil.flows.queues_records import QueueEvent
-from vigil.flows.queues_state import QueueMonitor
-from vigil.flows.service_queues import build_flow, make_calendar
+from vigil.flows.queues.calendar import WorkCalendar, read_holidays
+from vigil.flows.queues.config import FieldMapping, ServiceQueuesConfig
+from vigil.flows.queues.flow import build_flow, make_calendar
+from vigil.flows.queues.mapping import CaseMapper, LabelFolder
+from vigil.flows.queues.records import QueueEvent
+from vigil.flows.queues.state import QueueMonitor
 from vigil.sinks.prometheus import METRIC_NAMES
 from vigil.sinks.queues import QueueMetrics
 

@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 from vigil.flows.config import parse_config
-from vigil.flows.service_queues import replay
+from vigil.flows.queues.flow import replay
 
 from vigil.records import Detection, QueueStats
 

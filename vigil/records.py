@@ -316,3 +316,33 @@ class QueueStats:
     p99_s: float
     trail_s: float = 86400.0
     channels: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+
+
+# ---------------------------------------------------------------- the bus
+# How a RawLine travels on the bus (Redis Streams): the producer (sinks/bus.py) and the
+# consumer (sources/redis_streams.py) share this wire form.
+def stream_names(stream: str, shards: int) -> list[str]:
+    """Names of the streams of a bus: ``<stream>:0`` ... ``<stream>:<shards-1>``.
+
+    Examples
+    --------
+    >>> stream_names("vigil:lines", 2)
+    ['vigil:lines:0', 'vigil:lines:1']
+    """
+    return [f"{stream}:{i}" for i in range(shards)]
+
+
+def entry_fields(line: RawLine) -> dict[str, str]:
+    """The stream entry fields that carry ``line`` (what producers write).
+
+    Examples
+    --------
+    >>> entry_fields(RawLine("ssh", "auth.log", "hello", 1.5))
+    {'fmt': 'ssh', 'origin': 'auth.log', 'text': 'hello', 'ref_ts': '1.5'}
+    """
+    out = {"fmt": line.fmt, "origin": line.origin, "text": line.text}
+    if line.ref_ts:
+        out["ref_ts"] = repr(line.ref_ts)
+    if line.oversize:
+        out["oversize"] = "1"
+    return out

@@ -1,0 +1,324 @@
+"""CLI of the bus and of scale-out: ``vigil ingest``, ``vigil replay --to``, local clusters.
+
+::
+
+    vigil ingest --to redis://HOST:6379/0 --file '/var/log/auth.log' --format ssh
+    vigil ingest --to redis://HOST:6379/0 --syslog 0.0.0.0:5514 --format ssh --on-full drop
+    vigil replay auth.log --format ssh --to redis://HOST:6379/0 --shards 4
+    vigil run security -c vigil.yaml --processes 2 --recovery-dir state/
+
+``vigil ingest`` runs a small dataflow on a collector host: Vigil's own file follower and
+syslog receiver (:mod:`vigil.sources.files`, :mod:`vigil.sources.syslog`) feed
+:class:`vigil.sinks.bus.BusSink`.
+With ``--state-dir`` file offsets survive a restart (bytewax recovery), so after a crash the
+lines since the last snapshot are sent again: the bus gets every line at least once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.recovery import init_db_dir
+from bytewax.testing import run_main
+from vigil.sinks.bus import BusSink, BusWriter
+
+from vigil.records import RawLine
+
+__all__ = ["register", "replay_to_bus", "run_local_cluster"]
+
+log = logging.getLogger("vigil")
+
+
+# ---------------------------------------------------------------- producers
+def _writer_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--to", required=True, metavar="URL", help="redis://HOST:PORT/DB of the bus")
+    p.add_argument("--stream", default="vigil:lines", help="stream name (default vigil:lines)")
+    p.add_argument("--shards", type=int, default=1, help="streams <stream>:0..N-1 (default 1)")
+    p.add_argument(
+        "--max-len", type=int, default=1_000_000, help="entries per stream at most (default 1e6)"
+    )
+    p.add_argument(
+        "--on-full",
+        choices=("block", "drop"),
+        default="block",
+        help="when a stream is full: wait for consumers (default) or drop and count",
+    )
+    p.add_argument("--shard-by", choices=("origin", "line"), default="origin")
+
+
+class _Writers:
+    """Creates one BusWriter per worker and remembers them for the summary."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.made: list[BusWriter] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> BusWriter:
+        a = self.args
+        w = BusWriter(
+            a.to,
+            a.stream,
+            a.shards,
+            max_len=a.max_len,
+            on_full=a.on_full,
+            shard_by=a.shard_by,
+        )
+        with self._lock:
+            self.made.append(w)
+        return w
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "written": sum(w.written for w in self.made),
+            "dropped": sum(w.dropped for w in self.made),
+        }
+
+
+def _produce(
+    sources: Sequence[Source[RawLine]],
+    args: argparse.Namespace,
+    *,
+    state_dir: str | None = None,
+) -> dict[str, int]:
+    flow = Dataflow("vigil_ingest")
+    ins = [op.input(f"ingest_in_{i}", flow, s) for i, s in enumerate(sources)]
+    raw = ins[0] if len(ins) == 1 else op.merge("ingest_inputs", *ins)
+    writers = _Writers(args)
+    op.output("bus_out", raw, BusSink(writers))
+    rc = None
+    if state_dir is not None:
+        from vigil.flows.cli import recovery_config
+
+        rc = recovery_config(state_dir, 1)
+    with contextlib.suppress(KeyboardInterrupt):
+        run_main(flow, epoch_interval=timedelta(seconds=1), recovery_config=rc)
+    return writers.summary()
+
+
+def replay_to_bus(args: argparse.Namespace) -> int:
+    """``vigil replay FILE... --to URL``: write the lines into the bus, paced by ``--speed``."""
+    from vigil.flows.security.parsers import LineParser
+    from vigil.sources.replay import ReplaySource
+
+    src = ReplaySource(
+        args.files,
+        args.format,
+        speed=args.speed,
+        time_of=LineParser(year=args.year).event_time,
+    )
+    summary = _produce([src], args)
+    print(json.dumps({"summary": summary}), file=sys.stderr)
+    return 0
+
+
+def _host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    try:
+        return host or "0.0.0.0", int(port)
+    except ValueError as ex:
+        msg = f"expected [HOST:]PORT, got {value!r}"
+        raise argparse.ArgumentTypeError(msg) from ex
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from vigil.sinks.prometheus import serve
+    from vigil.sources.files import FileTailSource
+    from vigil.sources.syslog import SyslogSource
+
+    if not args.file and args.syslog is None:
+        print("vigil ingest: give --file PATTERN and/or --syslog [HOST:]PORT", file=sys.stderr)
+        return 2
+    sources: list[Source[RawLine]] = []
+    if args.file:
+        sources.append(
+            FileTailSource(
+                args.file,
+                args.format,
+                follow=not args.no_follow,
+                start_at_end=args.start_at_end,
+                max_line_bytes=args.max_line_bytes,
+            )
+        )
+    if args.syslog is not None:
+        host, port = args.syslog
+        sources.append(
+            SyslogSource(
+                host,
+                port,
+                fmt=args.format,
+                max_line_bytes=args.max_line_bytes,
+                on_bound=lambda p: print(f"syslog: listening on {host}:{p}", file=sys.stderr),
+            )
+        )
+    stop = None
+    if args.metrics_port is not None:
+        bound, stop = serve(args.metrics_host, args.metrics_port)
+        print(f"metrics: http://{args.metrics_host}:{bound}/metrics", file=sys.stderr)
+    try:
+        summary = _produce(sources, args, state_dir=args.state_dir)
+    finally:
+        if stop is not None:
+            stop()
+    print(json.dumps({"summary": summary}), file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- local cluster
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    # If the supervisor is killed (even with SIGKILL), its processes go too.
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def split_recovery_dir(directory: str, processes: int, workers: int) -> list[Path]:
+    """One recovery directory per process, ``<directory>/process-<i>``, holding its share.
+
+    The same layout as a cluster across hosts, where each process holds only its own
+    partitions. On first use ``processes * workers`` partitions are created and partition
+    ``k`` goes to process ``k % processes``.
+    """
+    root = Path(directory)
+    dirs = [root / f"process-{i}" for i in range(processes)]
+    if not any(d.glob("part-*.sqlite3") for d in dirs if d.is_dir()):
+        staging = root / "new"
+        staging.mkdir(parents=True, exist_ok=True)
+        init_db_dir(staging, processes * max(1, workers))
+        for d in dirs:
+            d.mkdir(exist_ok=True)
+        for f in sorted(staging.glob("part-*.sqlite3")):
+            k = int(f.stem.split("-")[1])
+            f.rename(dirs[k % processes] / f.name)
+        staging.rmdir()
+    return dirs
+
+
+def run_local_cluster(args: argparse.Namespace) -> int:
+    """Run ``args.processes`` local processes of one cluster and supervise them.
+
+    Each child is ``vigil run ... --process-id i --addresses <all>``, with metrics on the
+    base port + ``i``. The recovery partitions (one per worker of the cluster) are created
+    here, before any child starts, one directory per process (:func:`split_recovery_dir`).
+    When one process ends, the others are stopped (a bytewax cluster cannot go on without
+    a member) and its exit status is returned; restart the command to resume from the last
+    snapshot.
+    """
+    n = args.processes
+    addrs = ";".join(f"127.0.0.1:{p}" for p in _free_ports(n))
+    dirs = split_recovery_dir(args.recovery_dir, n, args.workers) if args.recovery_dir else None
+    base = [
+        sys.executable,
+        "-m",
+        "vigil.flows.cli",
+        "--log-level",
+        args.log_level,
+        "run",
+        *args.flows,
+    ]
+    base += ["--config", args.config, "--workers", str(args.workers)]
+    base += ["--snapshot-interval", str(args.snapshot_interval)]
+    procs: list[subprocess.Popen[bytes]] = []
+    for i in range(n):
+        argv = [*base, "--process-id", str(i), "--addresses", addrs]
+        if dirs is not None:
+            argv += ["--recovery-dir", str(dirs[i])]
+        procs.append(subprocess.Popen(argv, preexec_fn=_die_with_parent))
+    print(
+        json.dumps(
+            {"cluster": {"processes": n, "pids": [p.pid for p in procs], "addresses": addrs}}
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
+
+    def forward(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, forward)
+    code = 0
+    try:
+        while True:
+            done = [p for p in procs if p.poll() is not None]
+            if done:
+                code = done[0].returncode or 0
+                if len(done) < n:
+                    log.warning(
+                        "cluster: process %d ended with %s; stopping the others",
+                        procs.index(done[0]),
+                        code,
+                    )
+                    code = code or 1
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        code = 130
+    finally:
+        signal.signal(signal.SIGTERM, old)
+        _stop_all(procs)
+    return code
+
+
+def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 5
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+# ---------------------------------------------------------------- registration
+def register(sub: Any) -> None:
+    """Add ``vigil ingest`` (``replay --to``, ``run --processes``: see flows/cli/__init__.py)."""
+    g = sub.add_parser(
+        "ingest",
+        help="follow files or receive syslog on a collector host and write into the bus",
+    )
+    _writer_args(g)
+    g.add_argument("--file", action="append", metavar="PATTERN", help="file or glob to follow")
+    g.add_argument(
+        "--syslog", type=_host_port, metavar="[HOST:]PORT", help="receive syslog (UDP and TCP)"
+    )
+    g.add_argument("--format", "-f", default="ssh", help="format of the lines (default ssh)")
+    g.add_argument("--no-follow", action="store_true", help="read files to their end and stop")
+    g.add_argument("--start-at-end", action="store_true", help="only lines written from now on")
+    g.add_argument("--max-line-bytes", type=int, default=65536)
+    g.add_argument("--state-dir", help="keep file offsets here so a restart resumes")
+    g.add_argument("--metrics-port", type=int, help="serve vigil_bus_* metrics on this port")
+    g.add_argument("--metrics-host", default="127.0.0.1")
+    g.set_defaults(func=cmd_ingest)

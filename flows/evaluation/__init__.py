@@ -1,0 +1,3 @@
+"""flows/evaluation."""
+
+from __future__ import annotations

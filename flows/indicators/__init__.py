@@ -1,0 +1,17 @@
+"""The indicator feed: numeric series in, baselines, bands and anomaly alerts out.
+
+Modules: ``config`` (its section), ``flow`` (parsing, detectors per series; ``attach``).
+"""
+
+from __future__ import annotations
+
+from vigil.flows.feed import FeedSpec
+from vigil.flows.indicators.config import IndicatorsConfig
+from vigil.flows.indicators.flow import attach
+
+FEED = FeedSpec(
+    name="indicators",
+    config=IndicatorsConfig,
+    summary="numeric indicator series (health, education, digital KPIs): bands, anomalies",
+    attach_fn=attach,
+)

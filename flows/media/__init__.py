@@ -1,0 +1,21 @@
+"""The media-mentions feed: articles and posts in; mentions, stories and alerts out.
+
+Modules: ``config`` (its section), ``records``, ``inputs`` (RSS, HTTP, recorded posts),
+``text`` (folding, watch list, near-duplicates), ``sentiment``, ``analysis`` (stories,
+volumes, surges), ``metrics``, ``flow`` (``attach``), ``cli`` (``vigil train sentiment``).
+"""
+
+from __future__ import annotations
+
+from vigil.flows.feed import FeedSpec
+from vigil.flows.media.cli import register
+from vigil.flows.media.config import MediaConfig
+from vigil.flows.media.flow import attach
+
+FEED = FeedSpec(
+    name="media",
+    config=MediaConfig,
+    summary="news and social posts: mentions, stories, negative surges",
+    attach_fn=attach,
+    commands_fn=register,
+)

@@ -1,0 +1,213 @@
+"""Configuration section of the media-mentions flow (flows/media/flow.py).
+
+Example (YAML)::
+
+    media:
+      inputs:
+        - kind: rss
+          name: press                      # the "source" label of metrics
+          urls: ["https://example.org/rss"]
+          interval_s: 300
+        - kind: replay
+          name: twitter
+          paths: ["posts.csv"]
+          format: csv
+          fields: {published_at: created_at_utc, text: text, id: tweet_id}
+      watch:
+        - id: van_lam
+          name: Huyện Văn Lâm
+          aliases: ["Văn Lâm", "huyện Văn Lâm"]
+          keywords: ["cầu Như Quỳnh"]
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+from vigil.flows.config.base import Frozen, Severity
+
+#: Item fields the flow reads; ``fields`` maps them to the names an input uses.
+ITEM_FIELDS = ("id", "published_at", "source", "author", "title", "text", "url", "language")
+
+
+class _Input(Frozen):
+    name: str = Field(
+        default="media",
+        pattern=r"^[A-Za-z0-9_.-]{1,40}$",
+        description="value of the 'source' label of this input's items (keep it short)",
+    )
+    language: str | None = Field(
+        default=None, description="'vi' or 'en'; default: the feed's own, else guessed"
+    )
+
+
+class RSSInput(_Input):
+    """Poll RSS/Atom feeds (conditional GET, per-feed backoff, de-duplication)."""
+
+    kind: Literal["rss"] = "rss"
+    urls: tuple[str, ...] = Field(min_length=1)
+    interval_s: float = Field(default=300.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_backoff_s: float = Field(default=3600.0, gt=0)
+    max_polls: int | None = Field(default=None, ge=1, description="stop after this many polls")
+
+
+class HTTPJSONInput(_Input):
+    """Poll a URL that returns JSON: a list of items, or a list at ``items_path``."""
+
+    kind: Literal["http_json"] = "http_json"
+    url: str
+    items_path: str | None = Field(default=None, description="dotted path to the list")
+    fields: dict[str, str] = Field(default_factory=dict)
+    interval_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_backoff_s: float = Field(default=3600.0, gt=0)
+    max_polls: int | None = Field(default=None, ge=1)
+
+
+class PostReplayInput(_Input):
+    """Replay recorded posts (JSON lines or CSV) in event-time order."""
+
+    kind: Literal["replay"] = "replay"
+    paths: tuple[str, ...] = Field(min_length=1)
+    format: Literal["jsonl", "csv"] = "jsonl"
+    fields: dict[str, str] = Field(default_factory=dict)
+    speed: float | None = Field(default=None, gt=0, description="null = as fast as possible")
+
+
+MediaInput = Annotated[RSSInput | HTTPJSONInput | PostReplayInput, Field(discriminator="kind")]
+
+
+class WatchEntity(Frozen):
+    """A watched entity: the district, a commune, an agency, an official, a project."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="stable id, a metric label")
+    name: str | None = None
+    kind: str = "entity"
+    aliases: tuple[str, ...] = Field(min_length=1)
+    keywords: tuple[str, ...] = ()
+
+
+class SentimentConfig(Frozen):
+    """``lexicon`` (shipped word lists) or ``model`` (trained by ``vigil train sentiment``)."""
+
+    kind: Literal["lexicon", "model"] = "lexicon"
+    model_path: str | None = None
+    negative_below: float = Field(default=-0.2, ge=-1, le=0)
+    positive_above: float = Field(default=0.2, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _model_needs_path(self) -> SentimentConfig:
+        if self.kind == "model" and not self.model_path:
+            msg = "sentiment.kind 'model' needs model_path"
+            raise ValueError(msg)
+        return self
+
+
+class DedupConfig(Frozen):
+    """Near-duplicate suppression: MinHash over word shingles."""
+
+    enabled: bool = True
+    threshold: float = Field(default=0.5, gt=0, le=1, description="least Jaccard similarity")
+    shingle: int = Field(default=3, ge=1, le=8)
+    horizon_s: float = Field(default=172_800.0, gt=0)
+    max_items: int = Field(default=50_000, ge=100)
+
+
+class VolumeDetectorConfig(Frozen):
+    """Hyperparameters of :class:`vigil.detectors.mention_volume.MentionVolume` (same defaults)."""
+
+    period: Literal["day_hour", "week_hour"] = "day_hour"
+    tz: str = "Asia/Ho_Chi_Minh"
+    alpha: float = Field(default=0.05, gt=0, le=1)
+    min_std: float = Field(default=0.5, gt=0)
+    smooth: int = Field(default=3, ge=1)
+    averaging_window: int = Field(default=5, ge=1)
+    learning_period: int = Field(default=288, ge=0)
+    estimation_samples: int = Field(default=100, ge=1)
+    historic_window: int = Field(default=8640, ge=10)
+    reestimation_period: int = Field(default=100, ge=1)
+
+
+class _Rule(Frozen):
+    enabled: bool = True
+    severity: Severity = "warning"
+
+
+class VolumeRule(_Rule):
+    """Mentions per ``bucket_s`` of each entity against its seasonal baseline."""
+
+    threshold: float = Field(default=0.5, gt=0, le=1, description="log-likelihood score")
+    min_count: int = Field(default=5, ge=0, description="a window below this never alerts")
+    min_total: int = Field(
+        default=20, ge=0, description="mentions before an entity's baseline starts learning"
+    )
+    detector: VolumeDetectorConfig = VolumeDetectorConfig()
+
+
+class NegativeSurgeRule(_Rule):
+    """The share of negative items of an entity over ``window_s`` against its baseline."""
+
+    window_s: float = Field(default=10_800.0, gt=0)
+    z: float = Field(default=3.0, gt=0, description="binomial z-score to alert")
+    min_items: int = Field(default=20, ge=1)
+    min_negative: int = Field(default=10, ge=1)
+    min_increase: float = Field(default=0.1, ge=0, le=1, description="share above baseline")
+    half_life_s: float = Field(default=172_800.0, gt=0, description="baseline memory")
+    min_baseline_items: int = Field(default=50, ge=1)
+
+
+class HotIssueRule(_Rule):
+    """Emerging stories: bursting terms over ``window_s`` grouped; alert when one touches
+    a watched entity."""
+
+    severity: Severity = "high"
+    window_s: float = Field(default=3600.0, gt=0)
+    min_stories: int = Field(default=8, ge=2, description="stories using a term in the window")
+    ratio: float = Field(default=4.0, gt=1, description="window count / expected")
+    z: float = Field(default=5.0, gt=0, description="Poisson z-score of a term's count")
+    min_expected: float = Field(
+        default=1.0, gt=0, description="least expected stories per window (new terms)"
+    )
+    half_life_s: float = Field(default=86_400.0, gt=0, description="term baseline memory")
+    warmup_s: float = Field(default=21_600.0, ge=0, description="no stories before this")
+    min_entity_share: float = Field(default=0.3, gt=0, le=1)
+    max_terms: int = Field(default=50_000, ge=100)
+    examples: int = Field(default=3, ge=1, le=10)
+
+
+class MediaRules(Frozen):
+    volume: VolumeRule = VolumeRule()
+    negative_surge: NegativeSurgeRule = NegativeSurgeRule()
+    hot_issue: HotIssueRule = HotIssueRule()
+
+
+class MediaConfig(Frozen):
+    """Settings of the media-mentions flow (flows/media/flow.py)."""
+
+    inputs: tuple[MediaInput, ...] = ()
+    watch: tuple[WatchEntity, ...] = ()
+    sentiment: SentimentConfig = SentimentConfig()
+    dedup: DedupConfig = DedupConfig()
+    rules: MediaRules = MediaRules()
+    bucket_s: float = Field(default=300.0, gt=0, description="counting window, seconds")
+    allowed_lateness_s: float = Field(default=600.0, ge=0)
+    author_salt_env: str | None = Field(
+        default="VIGIL_AUTHOR_SALT", description="variable holding the author-hash salt"
+    )
+    top_terms: int = Field(default=10, ge=1, le=50, description="size of the top-terms gauge")
+
+    @model_validator(mode="after")
+    def _ids_unique(self) -> MediaConfig:
+        ids = [e.id for e in self.watch]
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        if dup:
+            msg = f"media.watch ids must be unique, repeated: {dup}"
+            raise ValueError(msg)
+        names = [i.name for i in self.inputs]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            msg = f"media.inputs names must be unique, repeated: {dup}"
+            raise ValueError(msg)
+        return self

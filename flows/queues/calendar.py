@@ -1,0 +1,113 @@
+"""Working calendar of the public-service queue flow.
+
+Demand on a public service follows the office calendar: weekdays are busy, weekends quiet,
+public holidays like a Sunday. :class:`WorkCalendar` tells the day type of an instant
+(``workday``, ``saturday``, ``sunday_or_holiday``) and whether it falls in office hours;
+the detector :class:`vigil.detectors.calendar.CalendarBaseline` keeps an EWMA mean and
+variance per (day type, time of day) slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, datetime
+from importlib import resources
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+WORKDAY, SATURDAY, HOLIDAY = 0, 1, 2
+DAY_TYPES = ("workday", "saturday", "sunday_or_holiday")
+BUILTIN_CALENDARS = ("us", "vn")
+
+
+def read_holidays(spec: str) -> dict[date, str]:
+    """Dates of a holidays file (``YYYY-MM-DD name`` lines) or a bundled one (``us``, ``vn``).
+
+    >>> hol = read_holidays("us")
+    >>> hol[date(2015, 1, 19)]
+    'Birthday of Martin Luther King, Jr.'
+    >>> len(read_holidays("vn")) > 20
+    True
+    """
+    if spec in BUILTIN_CALENDARS:
+        text = (
+            resources.files("vigil.flows") / "demo_data" / "queues" / f"holidays_{spec}.txt"
+        ).read_text(encoding="utf-8")
+    else:
+        text = Path(spec).read_text(encoding="utf-8")
+    out: dict[date, str] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        day, _, name = line.partition(" ")
+        out[date.fromisoformat(day)] = name.strip()
+    return out
+
+
+class WorkCalendar:
+    """Day types and office hours in one time zone.
+
+    Parameters
+    ----------
+    tz
+        IANA time zone of the offices.
+    holidays
+        Public holidays (treated like a Sunday).
+    weekend
+        Weekday numbers of the weekend, Monday = 0; the first is "saturday"-like, any
+        other like a Sunday.
+    office_hours
+        ``(start, end)`` local hours of a working day.
+
+    Examples
+    --------
+    >>> cal = WorkCalendar("America/New_York", holidays=[date(2015, 1, 19)])
+    >>> ts = 1421679600.0  # 2015-01-19 10:00 local, MLK Day (a Monday)
+    >>> DAY_TYPES[cal.day_type(ts)], cal.in_office_hours(ts)
+    ('sunday_or_holiday', False)
+    >>> DAY_TYPES[cal.day_type(ts + 86400)], cal.in_office_hours(ts + 86400)
+    ('workday', True)
+    """
+
+    def __init__(
+        self,
+        tz: str = "UTC",
+        holidays: Iterable[date] = (),
+        weekend: tuple[int, ...] = (5, 6),
+        office_hours: tuple[int, int] = (8, 17),
+    ) -> None:
+        self.tz = tz
+        self.zone = ZoneInfo(tz)
+        self.holidays = frozenset(holidays)
+        self.weekend = weekend
+        self.office_hours = office_hours
+        self._cache: dict[int, tuple[date, int, int]] = {}
+
+    def local(self, ts: float) -> tuple[date, int, int]:
+        """``(local date, hour, seconds since local midnight)``; cached per hour."""
+        h = int(ts // 3600)
+        hit = self._cache.get(h)
+        if hit is None:
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            dt = datetime.fromtimestamp(h * 3600, tz=self.zone)
+            hit = self._cache[h] = (dt.date(), dt.hour, dt.hour * 3600 + dt.minute * 60)
+        d, hour, sec = hit
+        return d, hour, sec + int(ts - h * 3600)
+
+    def day_type_of(self, d: date) -> int:
+        if d in self.holidays:
+            return HOLIDAY
+        wd = d.weekday()
+        if wd in self.weekend:
+            return SATURDAY if wd == self.weekend[0] else HOLIDAY
+        return WORKDAY
+
+    def day_type(self, ts: float) -> int:
+        return self.day_type_of(self.local(ts)[0])
+
+    def in_office_hours(self, ts: float) -> bool:
+        d, hour, _ = self.local(ts)
+        a, b = self.office_hours
+        return self.day_type_of(d) == WORKDAY and a <= hour < b

@@ -1,0 +1,187 @@
+"""Configuration section of the public-service queue flow (flows/queues/flow.py).
+
+A portal's export plugs in through :class:`FieldMapping` alone: which column holds the id,
+the agency, the service, the channel, the received / due / closed times, an optional
+on-time flag, the timestamp format and the time zone the (offset-less) times are in.
+``examples/boston311.yaml`` and ``examples/la311.yaml`` map two real, different schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from vigil.flows.config.base import Frozen, InputName, Severity
+
+
+class FieldMapping(Frozen):
+    """Where each field of a lifecycle event lives in the source rows.
+
+    A row is either a *case* (one row per request with its received and closed times: it is
+    replayed as an arrival at ``received_at`` and a completion at ``closed_at``) or, when
+    ``event`` is set and the row has that field, one *lifecycle event* whose kind is the
+    field's value (``event_values`` maps it to received / status / closed).
+    """
+
+    id: str
+    agency: str
+    service: str | None = None
+    channel: str | None = None
+    received_at: str
+    due_at: str | None = None
+    closed_at: str | None = None
+    #: Field with the publisher's on-time verdict, and the values that mean "on time".
+    on_time: str | None = None
+    on_time_values: tuple[str, ...] = ("ONTIME", "on_time", "true", "1", "Y")
+    #: Lifecycle-event rows: the field naming the event kind, its time, and the status.
+    event: str | None = None
+    event_values: dict[str, Literal["received", "status", "closed"]] = {
+        "received": "received",
+        "status": "status",
+        "closed": "closed",
+    }
+    event_at: str = "ts"
+    status: str | None = None
+    hold_statuses: tuple[str, ...] = ("on_hold", "returned_for_documents")
+    resume_statuses: tuple[str, ...] = ("resumed",)
+    #: ``"iso"`` (ISO 8601; an offset in the value wins) or a ``strptime`` format.
+    time_format: str = "iso"
+    #: IANA time zone of times written without an offset (the usual case for exports).
+    timezone: str = "UTC"
+    #: A due value at exactly 00:00 local is a due *date*: the deadline is the end of it.
+    due_date_is_end_of_day: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as ex:
+            msg = f"unknown time zone {v!r}"
+            raise ValueError(msg) from ex
+        return v
+
+
+class QueueFileInput(Frozen):
+    """Replay a case table or an event log (CSV or JSON lines) in event-time order."""
+
+    kind: Literal["replay"] = "replay"
+    name: str | None = InputName
+    paths: tuple[str, ...] = Field(min_length=1)
+    format: Literal["csv", "jsonl"] = "csv"
+    mapping: FieldMapping
+    speed: float | None = Field(default=None, gt=0, description="null = as fast as possible")
+    #: A case table is a snapshot: after its last arrival only completions remain, and the
+    #: queue would look like it emptied. ``last_arrival`` stops the replay there.
+    until: Literal["last_arrival", "end"] = "last_arrival"
+
+
+QueueInputConfig = Annotated[QueueFileInput, Field(discriminator="kind")]
+
+
+class CalendarConfig(Frozen):
+    """Working days and public holidays, for the seasonal arrival baseline."""
+
+    timezone: str = "UTC"
+    #: Files of ``YYYY-MM-DD name`` lines, or a bundled calendar: ``us`` or ``vn``.
+    holidays: tuple[str, ...] = ()
+    extra_holidays: tuple[str, ...] = Field(default=(), description="YYYY-MM-DD dates")
+    weekend: tuple[int, ...] = Field(default=(5, 6), description="0 = Monday")
+    office_hours: tuple[int, int] = (8, 17)
+
+    @model_validator(mode="after")
+    def _hours(self) -> CalendarConfig:
+        a, b = self.office_hours
+        if not 0 <= a < b <= 24:
+            msg = f"office_hours must be (start, end) with 0 <= start < end <= 24, got {a, b}"
+            raise ValueError(msg)
+        return self
+
+
+class _QueueRule(Frozen):
+    enabled: bool = True
+    severity: Severity = "warning"
+
+
+class ArrivalRule(_QueueRule):
+    """Arrivals so far today against a normal day of the same type by the same hour."""
+
+    z: float = Field(default=4.0, gt=0, description="standard deviations from the baseline")
+    ratio: float = Field(default=1.4, gt=1, description="and at least this x expected (or 1/x)")
+    min_count: int = Field(default=30, ge=0, description="expected or observed at least this")
+    alpha: float = Field(default=0.2, gt=0, le=1)
+    grace_days: int = Field(default=2, ge=1, description="days of this type learned first")
+    drop: bool = True
+
+
+class BacklogRule(_QueueRule):
+    """Backlog growth: CUSUM over the hourly net inflow's deviation from its usual level."""
+
+    k: float = Field(default=0.5, gt=0)
+    h: float = Field(default=6.0, gt=0)
+    grace_period: int = Field(default=24, ge=2)
+    min_growth: int = Field(default=20, ge=0, description="24 h backlog growth at least this")
+    warmup_s: float = Field(
+        default=3 * 86400.0, ge=0, description="a replay's backlog starts empty: wait this long"
+    )
+
+
+class OverdueRule(_QueueRule):
+    """Share of deadlines missed among deadlines decided in the trailing window."""
+
+    threshold: float = Field(default=0.35, gt=0, le=1)
+    min_decided: int = Field(default=20, ge=1)
+    hysteresis: float = Field(default=0.05, ge=0, lt=1, description="clears below thr - this")
+    per_agency: dict[str, float] = Field(default_factory=dict)
+
+
+class ThroughputRule(_QueueRule):
+    """Completions stop while arrivals continue (office hours of working days only)."""
+
+    severity: Severity = "high"
+    hours: int = Field(default=4, ge=1, description="office hours looked back")
+    min_arrivals: int = Field(default=20, ge=1)
+    max_ratio: float = Field(default=0.05, ge=0, lt=1, description="completions / arrivals")
+    min_usual_completions: float = Field(
+        default=2.0, ge=0, description="only agencies that usually complete this many per hour"
+    )
+
+
+class QueueRules(Frozen):
+    arrivals: ArrivalRule = ArrivalRule()
+    backlog: BacklogRule = BacklogRule()
+    overdue: OverdueRule = OverdueRule()
+    throughput: ThroughputRule = ThroughputRule()
+
+
+class ServiceQueuesConfig(Frozen):
+    """Settings of the public-service queue flow."""
+
+    inputs: tuple[QueueInputConfig, ...] = ()
+    calendar: CalendarConfig = CalendarConfig()
+    window_s: float = Field(default=3600.0, ge=300, description="aggregation window, seconds")
+    trail_s: float = Field(default=86400.0, gt=0, description="window of rates and quantiles")
+    allowed_lateness_s: float = Field(default=0.0, ge=0)
+    warmup_s: float = Field(default=86400.0, ge=0, description="no detections before this")
+    top_agencies: int = Field(default=20, ge=1, le=1000)
+    top_services: int = Field(default=30, ge=1, le=1000)
+    top_channels: int = Field(default=10, ge=1, le=100)
+    #: Agencies / services always given their own label (the rest fill up to top-N).
+    agencies: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+    shards: int = Field(default=8, ge=1, le=4096)
+    idle_ttl_s: float = Field(default=180 * 86400.0, gt=0, description="open request expiry")
+    id_salt_env: str | None = Field(
+        default=None, description="environment variable with the salt of request-id hashes"
+    )
+    rules: QueueRules = QueueRules()
+
+    @field_validator("window_s")
+    @classmethod
+    def _divides_day(cls, v: float) -> float:
+        if 86400 % v:
+            msg = f"window_s must divide a day (86400 s), got {v:g}"
+            raise ValueError(msg)
+        return v

@@ -1,0 +1,289 @@
+"""From a portal's rows to :class:`~vigil.flows.queues.records.QueueEvent`, by configuration alone.
+
+:class:`CaseMapper` applies a :class:`~vigil.flows.queues.config.FieldMapping`: it reads only the
+mapped fields (everything else, addresses and names included, is never looked at), hashes
+the request id, parses local times in the mapping's time zone, and folds agencies,
+services and channels beyond the top-N into ``"other"`` (:class:`LabelFolder`), so metric
+label sets stay bounded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from vigil.flows.queues.config import FieldMapping
+from vigil.flows.queues.records import CLOSED, RECEIVED, STATUS, QueueEvent
+
+from vigil.records import DeadLetter
+
+OTHER = "other"
+_MAX_LABEL = 64
+
+
+class LabelFolder:
+    """Keep at most ``limit`` distinct labels; fold the rest into ``"other"``.
+
+    Names in ``fixed`` always keep their own label. The remaining places go to the most
+    frequent names when :meth:`prime` is given counts (a replay knows its whole table),
+    otherwise to the first names seen (live).
+
+    Examples
+    --------
+    >>> f = LabelFolder(2)
+    >>> [f.fold(x) for x in ["PWD", "ISD", "PARK", "PWD", ""]]
+    ['PWD', 'ISD', 'other', 'PWD', 'other']
+    >>> g = LabelFolder(1)
+    >>> g.prime({"rare": 1, "busy": 9})
+    >>> g.fold("rare"), g.fold("busy")
+    ('other', 'busy')
+    """
+
+    def __init__(self, limit: int, fixed: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self._kept: set[str] = set(fixed)
+        self._closed = False
+
+    def prime(self, counts: Mapping[str, int]) -> None:
+        """Admit the most frequent names up to the limit, and admit no others later."""
+        for name, _n in Counter(counts).most_common():
+            if len(self._kept) >= self.limit:
+                break
+            if name:
+                self._kept.add(name[:_MAX_LABEL])
+        self._closed = True
+
+    def fold(self, name: str | None) -> str:
+        if not name:
+            return OTHER
+        name = name.strip()[:_MAX_LABEL]
+        if name in self._kept:
+            return name
+        if not self._closed and name and len(self._kept) < self.limit:
+            self._kept.add(name)
+            return name
+        return OTHER
+
+    @property
+    def kept(self) -> frozenset[str]:
+        return frozenset(self._kept)
+
+
+class TimeParser:
+    """Local, offset-less timestamps of one format and zone to epoch seconds.
+
+    Examples
+    --------
+    >>> TimeParser("iso", "America/New_York")("2015-01-27 09:00:00")
+    1422367200.0
+    >>> TimeParser("%m/%d/%Y %I:%M:%S %p", "America/Los_Angeles")("01/02/2018 01:00:00 PM")
+    1514926800.0
+    >>> TimeParser("iso", "UTC")("")
+    """
+
+    def __init__(self, fmt: str, tz: str) -> None:
+        self.fmt = fmt
+        self.tz = ZoneInfo(tz)
+
+    def __call__(self, text: str | None) -> float | None:
+        if text is None:
+            return None
+        if isinstance(text, int | float):
+            return float(text)
+        text = text.strip()
+        if not text:
+            return None
+        if self.fmt == "iso":
+            dt = datetime.fromisoformat(text)
+        else:
+            dt = datetime.strptime(text, self.fmt)  # noqa: DTZ007 - zone attached below
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=self.tz)
+        return dt.timestamp()
+
+    def end_of_local_day_if_midnight(self, ts: float) -> float:
+        """A due *date* (00:00 local) becomes the last second of that day."""
+        local = datetime.fromtimestamp(ts, tz=self.tz)
+        if local.hour == 0 and local.minute == 0 and local.second == 0:
+            nxt = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0)
+            return nxt.astimezone(UTC).timestamp() - 1.0
+        return ts
+
+
+def hash_id(raw: str, salt: bytes = b"") -> str:
+    """A stable, salted 64-bit digest of a request id (hex). Never reversible into the id.
+
+    >>> hash_id("101001240734") == hash_id("101001240734") != hash_id("101001240735")
+    True
+    >>> len(hash_id("x"))
+    16
+    """
+    return hashlib.blake2b(raw.encode(), digest_size=8, key=salt[:64]).hexdigest()
+
+
+class CaseMapper:
+    """Rows of a portal's export to lifecycle events, as a :class:`FieldMapping` says.
+
+    Parameters
+    ----------
+    mapping
+        Field names, time format and zone.
+    agencies, services, channels
+        Folders that bound each label set (shared by every input of a flow).
+    salt
+        Key of the request-id hash.
+    origin
+        Where the rows come from, for dead letters.
+
+    Examples
+    --------
+    >>> from vigil.flows.queues.config import FieldMapping
+    >>> m = FieldMapping(id="case", agency="dept", received_at="open", closed_at="closed",
+    ...                  due_at="due", timezone="America/New_York")
+    >>> mapper = CaseMapper(m, LabelFolder(5), LabelFolder(5), LabelFolder(5))
+    >>> evs = mapper.convert({"case": "42", "dept": "PWDx", "open": "2015-01-27 09:00:00",
+    ...                       "due": "2015-01-28 09:00:00", "closed": "2015-01-27 10:00:00",
+    ...                       "name": "Jane Citizen"})
+    >>> [(e.kind, e.agency, e.ts) for e in evs]
+    [('received', 'PWDx', 1422367200.0), ('closed', 'PWDx', 1422370800.0)]
+    >>> mapper.convert({"case": "43", "dept": "PWDx", "open": "yesterday"})[0].reason
+    'bad timestamp: received_at'
+    """
+
+    def __init__(
+        self,
+        mapping: FieldMapping,
+        agencies: LabelFolder,
+        services: LabelFolder,
+        channels: LabelFolder,
+        *,
+        salt: bytes = b"",
+        origin: str = "",
+    ) -> None:
+        self.mapping = mapping
+        self.agencies = agencies
+        self.services = services
+        self.channels = channels
+        self.salt = salt
+        self.origin = origin
+        self.time = TimeParser(mapping.time_format, mapping.timezone)
+        m = mapping
+        self._on_time_values = frozenset(v.lower() for v in m.on_time_values)
+        self._hold = frozenset(s.lower() for s in m.hold_statuses)
+        self._resume = frozenset(s.lower() for s in m.resume_statuses)
+
+    def prime(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Fold agencies and services to the real top-N of a whole table (replays)."""
+        m = self.mapping
+        self.agencies.prime(Counter(str(r.get(m.agency) or "") for r in rows))
+        if m.service:
+            self.services.prime(Counter(str(r.get(m.service) or "") for r in rows))
+        if m.channel:
+            self.channels.prime(Counter(str(r.get(m.channel) or "") for r in rows))
+
+    def safe_payload(self, row: Mapping[str, Any]) -> str:
+        """The mapped fields of a row, id hashed: what a dead letter may show."""
+        m = self.mapping
+        keep = {
+            k: row.get(k)
+            for k in (
+                m.agency,
+                m.service,
+                m.channel,
+                m.received_at,
+                m.due_at,
+                m.closed_at,
+                m.event,
+                m.event_at,
+                m.status,
+            )
+            if k and k in row
+        }
+        if m.id in row:
+            keep[m.id] = hash_id(str(row[m.id]), self.salt)
+        return orjson.dumps(keep, default=str).decode()[:512]
+
+    def _dead(self, reason: str, row: Mapping[str, Any]) -> DeadLetter:
+        return DeadLetter("map", reason, self.safe_payload(row), "service_queues", self.origin)
+
+    def _time(self, row: Mapping[str, Any], key: str | None) -> float | None:
+        if key is None:
+            return None
+        return self.time(row.get(key))
+
+    def convert(self, row: Mapping[str, Any]) -> list[QueueEvent | DeadLetter]:
+        """The events of one row (a case gives up to two), or one dead letter."""
+        m = self.mapping
+        raw_id = row.get(m.id)
+        if raw_id is None or raw_id == "":
+            return [self._dead("missing field: id", row)]
+        agency_raw = row.get(m.agency)
+        if agency_raw is None or agency_raw == "":
+            return [self._dead("missing field: agency", row)]
+        rid = hash_id(str(raw_id), self.salt)
+        agency = self.agencies.fold(str(agency_raw))
+        service = self.services.fold(str(row.get(m.service) or "")) if m.service else OTHER
+        channel = self.channels.fold(str(row.get(m.channel) or "")) if m.channel else OTHER
+        kind = RECEIVED
+        if m.event is not None and row.get(m.event) not in (None, ""):
+            k = m.event_values.get(str(row[m.event]))
+            if k is None:
+                return [self._dead("unknown event kind", row)]
+            kind = k
+        try:
+            if m.event is not None and m.event in row:
+                ts = self._time(row, m.event_at)
+                if ts is None:
+                    ts = self._time(row, m.received_at if kind == RECEIVED else m.closed_at)
+            else:
+                ts = self._time(row, m.received_at)
+        except (ValueError, TypeError, OverflowError):
+            return [self._dead(f"bad timestamp: {'event_at' if m.event else 'received_at'}", row)]
+        if ts is None:
+            return [self._dead("missing field: received_at", row)]
+        try:
+            due = self._time(row, m.due_at)
+        except (ValueError, TypeError, OverflowError):
+            return [self._dead("bad timestamp: due_at", row)]
+        if due is not None and m.due_date_is_end_of_day:
+            due = self.time.end_of_local_day_if_midnight(due)
+        on_time: bool | None = None
+        if m.on_time and row.get(m.on_time) not in (None, ""):
+            on_time = str(row[m.on_time]).strip().lower() in self._on_time_values
+        if kind == STATUS:
+            st = str(row.get(m.status) or "").strip().lower() if m.status else ""
+            norm = "hold" if st in self._hold else "resume" if st in self._resume else "other"
+            return [QueueEvent(ts, STATUS, rid, agency, service, channel, status=norm)]
+        if kind == CLOSED:
+            return [QueueEvent(ts, CLOSED, rid, agency, service, channel, on_time=on_time)]
+        out: list[QueueEvent | DeadLetter] = [
+            QueueEvent(ts, RECEIVED, rid, agency, service, channel, due=due)
+        ]
+        if m.event is None or m.event not in row:
+            try:
+                closed = self._time(row, m.closed_at)
+            except (ValueError, TypeError, OverflowError):
+                out.append(self._dead("bad timestamp: closed_at", row))
+                return out
+            if closed is not None:
+                # A close before the open is a data-entry artefact: close at the open time
+                # (processing time 0) rather than leave the request open forever.
+                out.append(
+                    QueueEvent(
+                        max(closed, ts),
+                        CLOSED,
+                        rid,
+                        agency,
+                        service,
+                        channel,
+                        due=due,
+                        received=ts,
+                        on_time=on_time,
+                    )
+                )
+        return out
