@@ -1,4 +1,9 @@
-"""Detector kinds by name, as the configuration's ``kind`` field spells them."""
+"""The one registry of detector kinds, by name, as the configuration's ``kind`` spells them.
+
+The configuration (``flows/config/detectors.py``) has one model per kind here and builds
+detectors through :func:`make_detector`; it imports this module only when a detector is
+made, so loading a configuration never imports scikit-learn.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from vigil.detectors.ensemble import ResonanceEnsemble
 from vigil.detectors.ewma import EWMAZScore
 from vigil.detectors.isolation_forest import WindowedIsolationForest
 from vigil.detectors.knn_cad import KNNCAD
+from vigil.detectors.likelihood import AnomalyLikelihood
 from vigil.detectors.mad import RollingMAD
 from vigil.detectors.page_hinkley import PageHinkley
 from vigil.detectors.resonance import AdaptiveResonance
@@ -26,12 +32,13 @@ DETECTORS: dict[str, type] = {
     "cusum": CUSUM,
     "page_hinkley": PageHinkley,
     "isolation_forest": WindowedIsolationForest,
-    # NAB-grade detectors (scores in [0, 1]); the anomaly-likelihood wrapper takes a
-    # detector as an argument, so it is built through flows/config/detectors.py instead.
+    # NAB-grade detectors (scores in [0, 1]).
     "contextual": ContextualAnomaly,
     "knn_cad": KNNCAD,
     "resonance": AdaptiveResonance,
     "ensemble": ResonanceEnsemble,
+    # A wrapper: its ``detector`` argument is another detector (made first).
+    "likelihood": AnomalyLikelihood,
 }
 
 

@@ -6,10 +6,10 @@ and the field constraints the constructors leave out (STYLE section 6). :data:`D
 is a discriminated union on ``kind``, so a typo is reported with its path
 (``detector.ewma_zscore.alfa: unknown key``).
 
-Adding a detector kind is one model here plus one line in :data:`_KINDS`. Each model names
-the class it builds as ``"module:Class"`` in ``target``; the module is imported only when a
-detector is made, so loading a configuration never imports scikit-learn or the NAB-tuned
-detectors.
+Adding a detector kind is one line in the registry (``DETECTORS`` in
+``detectors/registry.py``), one model here and one line in :data:`_KINDS`. The registry is
+imported only when a detector is made, so loading a configuration never imports
+scikit-learn or the NAB-tuned detectors.
 
 Examples
 --------
@@ -27,9 +27,8 @@ Examples
 
 from __future__ import annotations
 
-import importlib
 import math
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, TypeAlias, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import Field
 from vigil.detectors.base import Detector
@@ -37,10 +36,8 @@ from vigil.flows.config.base import Frozen
 
 
 class _DetectorBase(Frozen):
-    """Common part: ``kind`` names the detector, ``target`` the class that implements it."""
+    """Common part: ``kind`` names the detector (a key of ``DETECTORS``)."""
 
-    #: ``"module:Class"`` of the detector this model configures.
-    target: ClassVar[str]
     if TYPE_CHECKING:  # each model declares its own Literal kind
         kind: str
 
@@ -53,7 +50,6 @@ class _DetectorBase(Frozen):
 class EWMAZScoreConfig(_DetectorBase):
     """:class:`vigil.detectors.ewma.EWMAZScore`: distance from an EWMA in standard deviations."""
 
-    target: ClassVar[str] = "vigil.detectors.ewma:EWMAZScore"
     kind: Literal["ewma_zscore"] = "ewma_zscore"
     alpha: float = Field(default=0.05, gt=0, le=1)
     grace_period: int = Field(default=30, ge=0)
@@ -64,7 +60,6 @@ class EWMAZScoreConfig(_DetectorBase):
 class StaticThresholdConfig(_DetectorBase):
     """:class:`vigil.detectors.threshold.StaticThreshold`: how far outside ``[lower, upper]``."""
 
-    target: ClassVar[str] = "vigil.detectors.threshold:StaticThreshold"
     kind: Literal["static_threshold"] = "static_threshold"
     lower: float = -math.inf
     upper: float = math.inf
@@ -73,7 +68,6 @@ class StaticThresholdConfig(_DetectorBase):
 class RateThresholdConfig(_DetectorBase):
     """:class:`vigil.detectors.threshold.RateThreshold`: events per second over a sliding window."""
 
-    target: ClassVar[str] = "vigil.detectors.threshold:RateThreshold"
     kind: Literal["rate_threshold"] = "rate_threshold"
     max_per_s: float = Field(gt=0)
     window_s: float = Field(default=60.0, gt=0)
@@ -82,7 +76,6 @@ class RateThresholdConfig(_DetectorBase):
 class RollingMADConfig(_DetectorBase):
     """:class:`~vigil.detectors.mad.RollingMAD`: robust z-score from a window's median, MAD."""
 
-    target: ClassVar[str] = "vigil.detectors.mad:RollingMAD"
     kind: Literal["rolling_mad"] = "rolling_mad"
     window: int = Field(default=100, ge=2)
     grace_period: int = Field(default=30, ge=0)
@@ -93,7 +86,6 @@ class RollingMADConfig(_DetectorBase):
 class SeasonalConfig(_DetectorBase):
     """:class:`vigil.detectors.seasonal.SeasonalBaseline`: an EWMA per hour of day (and weekday)."""
 
-    target: ClassVar[str] = "vigil.detectors.seasonal:SeasonalBaseline"
     kind: Literal["seasonal"] = "seasonal"
     period: Literal["week_hour", "day_hour"] = "week_hour"
     tz: str = "Asia/Ho_Chi_Minh"
@@ -106,7 +98,6 @@ class SeasonalConfig(_DetectorBase):
 class CUSUMConfig(_DetectorBase):
     """:class:`vigil.detectors.cusum.CUSUM`: two-sided cumulative sum of standardised deviations."""
 
-    target: ClassVar[str] = "vigil.detectors.cusum:CUSUM"
     kind: Literal["cusum"] = "cusum"
     k: float = Field(default=0.5, ge=0)
     h: float = Field(default=5.0, gt=0)
@@ -118,7 +109,6 @@ class CUSUMConfig(_DetectorBase):
 class PageHinkleyConfig(_DetectorBase):
     """:class:`vigil.detectors.page_hinkley.PageHinkley`: change in the mean (Page-Hinkley test)."""
 
-    target: ClassVar[str] = "vigil.detectors.page_hinkley:PageHinkley"
     kind: Literal["page_hinkley"] = "page_hinkley"
     delta: float = Field(default=0.005, ge=0)
     threshold: float = Field(default=50.0, gt=0)
@@ -129,7 +119,6 @@ class PageHinkleyConfig(_DetectorBase):
 class IsolationForestConfig(_DetectorBase):
     """:class:`~vigil.detectors.isolation_forest.WindowedIsolationForest` (sliding refit)."""
 
-    target: ClassVar[str] = "vigil.detectors.isolation_forest:WindowedIsolationForest"
     kind: Literal["isolation_forest"] = "isolation_forest"
     window: int = Field(default=256, ge=2)
     refit_every: int = Field(default=64, ge=1)
@@ -143,7 +132,6 @@ class IsolationForestConfig(_DetectorBase):
 class ContextualConfig(_DetectorBase):
     """:class:`vigil.detectors.contextual.ContextualAnomaly` (CAD OSE style). Score in [0, 1]."""
 
-    target: ClassVar[str] = "vigil.detectors.contextual:ContextualAnomaly"
     kind: Literal["contextual"] = "contextual"
     input_min: float | None = None
     input_max: float | None = None
@@ -158,7 +146,6 @@ class ContextualConfig(_DetectorBase):
 class KNNCADConfig(_DetectorBase):
     """:class:`vigil.detectors.knn_cad.KNNCAD`: conformal k-nearest neighbours. Score in [0, 1]."""
 
-    target: ClassVar[str] = "vigil.detectors.knn_cad:KNNCAD"
     kind: Literal["knn_cad"] = "knn_cad"
     probationary_period: int = Field(default=750, ge=0)
     dim: int = Field(default=19, ge=1)
@@ -171,7 +158,6 @@ class KNNCADConfig(_DetectorBase):
 class ResonanceConfig(_DetectorBase):
     """:class:`vigil.detectors.resonance.AdaptiveResonance` (ARTime style). Score in [0, 1]."""
 
-    target: ClassVar[str] = "vigil.detectors.resonance:AdaptiveResonance"
     kind: Literal["resonance"] = "resonance"
     input_min: float | None = None
     input_max: float | None = None
@@ -188,7 +174,6 @@ class ResonanceConfig(_DetectorBase):
 class EnsembleConfig(_DetectorBase):
     """:class:`vigil.detectors.ensemble.ResonanceEnsemble`. Score in [0, 1]."""
 
-    target: ClassVar[str] = "vigil.detectors.ensemble:ResonanceEnsemble"
     kind: Literal["ensemble"] = "ensemble"
     input_min: float | None = None
     input_max: float | None = None
@@ -208,7 +193,6 @@ class LikelihoodConfig(_DetectorBase):
     Score in [0, 1] (the probability that the recent raw scores are this high).
     """
 
-    target: ClassVar[str] = "vigil.detectors.likelihood:AnomalyLikelihood"
     kind: Literal["likelihood"] = "likelihood"
     detector: DetectorConfig = EWMAZScoreConfig()
     learning_period: int = Field(default=288, ge=0)
@@ -251,8 +235,10 @@ CONFIGS: dict[str, type[_DetectorBase]] = {c.model_fields["kind"].default: c for
 
 def detector_class(cfg: _DetectorBase | type[_DetectorBase]) -> type:
     """The detector class a configuration (or configuration model) builds."""
-    mod, _, name = cfg.target.partition(":")
-    cls: type = getattr(importlib.import_module(mod), name)
+    from vigil.detectors.registry import DETECTORS
+
+    model = cfg if isinstance(cfg, type) else type(cfg)
+    cls: type = DETECTORS[model.model_fields["kind"].default]
     return cls
 
 
@@ -275,5 +261,6 @@ def make_detector(cfg: Any) -> Detector[Any]:
     for name, value in params.items():
         if isinstance(value, _DetectorBase):
             params[name] = make_detector(value)
-    det: Detector[Any] = detector_class(cfg)(**params)
-    return det
+    from vigil.detectors.registry import make_detector as make
+
+    return make(cfg.kind, **params)
