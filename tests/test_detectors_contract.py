@@ -81,9 +81,7 @@ CASES = [
 #: Wrappers take another detector as an argument: tested with their inner detector in
 #: tests/test_nab_detectors.py and tests/test_config_detectors.py.
 WRAPPERS = {"likelihood"}
-CASES += [
-    Case(kind, {}) for kind in sorted(set(DETECTORS) - {c.kind for c in CASES} - WRAPPERS)
-]
+CASES += [Case(kind, {}) for kind in sorted(set(DETECTORS) - {c.kind for c in CASES} - WRAPPERS)]
 CLASSES = sorted(
     {*(cls for k, cls in DETECTORS.items() if k not in WRAPPERS), EWMAZScore},
     key=lambda c: c.__name__,
