@@ -19,7 +19,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from prometheus_client import REGISTRY, CollectorRegistry
 from vigil.flows.config import VigilConfig, load_config
-from vigil.flows.feed import FeedIO, feed_names, get_feed
+from vigil.flows.feed import FeedIO, get_feed
 from vigil.flows.inputs import make_sources
 from vigil.flows.security import flow as security
 from vigil.flows.security.config import SecurityConfig
@@ -73,11 +73,6 @@ class _DeadPartition(StatelessSinkPartition[DeadLetter]):
     def close(self) -> None:
         if self._fh is not None:
             self._fh.close()
-
-
-def available_flows() -> list[str]:
-    """Names of the registered feeds (``vigil run NAME``)."""
-    return feed_names()
 
 
 def input_liveness(cfg: VigilConfig, names: Sequence[str]) -> tuple[bool, bool]:

@@ -15,7 +15,6 @@ import argparse
 import hashlib
 import http.server
 import importlib
-import importlib.util
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from bytewax.run import cli_main
 from bytewax.testing import run_main
 from vigil.flows.config import AlertsConfig, VigilConfig, WebhookConfig, load_config, parse_config
 from vigil.flows.errors import ConfigError
-from vigil.flows.feed import feeds
+from vigil.flows.feed import feed_names, feeds
 from vigil.flows.inputs import ReplayInput
 from vigil.sinks.prometheus import FlowMetrics, serve
 from vigil.sinks.webhook import verify_signature
@@ -319,7 +318,7 @@ def _load(path: str | None) -> VigilConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    have = [f.name for f in feeds()]
+    have = feed_names()
     unknown = [f for f in args.flows if f not in have]
     if unknown:
         print(f"vigil run: unknown flow(s) {unknown}; available: {have}", file=sys.stderr)
