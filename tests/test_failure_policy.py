@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: feed -> (class whose method fails, method, the step id in the dead letters)
 FAULTS = {
-    "security": ("vigil.flows.security.flow:SecurityRules", "process", "rules"),
+    "security": ("vigil.flows.security.rules:SecurityRules", "process", "rules"),
     "service_queues": ("vigil.flows.queues.state:QueueMonitor", "process", "queues"),
     "media": ("vigil.flows.media.analysis:MediaAnalyzer", "process", "media_analyze"),
     "indicators": (
