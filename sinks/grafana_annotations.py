@@ -23,6 +23,8 @@ from typing import Any
 from vigil.sinks.alerting.model import Transition
 from vigil.sinks.alerting.outbox import OutboxItem, SendResult
 
+from vigil.extras import need
+
 log = logging.getLogger(__name__)
 
 TARGET = "grafana"
@@ -33,12 +35,8 @@ def _ms(rfc3339: str) -> int:
 
 
 def _grafana_api(url: str, token: str | None, timeout_s: float) -> Any:
-    try:
-        from grafana_client.api import GrafanaApi
-    except ImportError as ex:  # pragma: no cover - grafana-client is a dependency
-        msg = "Grafana annotations need grafana-client: pip install 'grafana-client>=4'"
-        raise ImportError(msg) from ex
-    return GrafanaApi.from_url(url, credential=token, timeout=timeout_s)
+    api = need("grafana_client.api", "grafana", "Grafana annotations (alerting.grafana)")
+    return api.GrafanaApi.from_url(url, credential=token, timeout=timeout_s)
 
 
 class GrafanaAnnotations:

@@ -28,6 +28,8 @@ from typing import Any
 from vigil.dashboards import DASHBOARDS, build_all, write_all
 from vigil.dashboards.core import FOLDER_TITLE, FOLDER_UID
 
+from vigil.extras import need
+
 #: Where ``vigil dashboards`` writes unless told: a folder in the current directory.
 CLI_OUT = "vigil-dashboards"
 
@@ -72,7 +74,7 @@ def push(
     grafana_client.client.GrafanaException
         When Grafana refuses a request (the message says which).
     """
-    from grafana_client import GrafanaApi
+    GrafanaApi = need("grafana_client", "grafana", "vigil dashboards push").GrafanaApi
     from grafana_client.client import GrafanaClientError
 
     api = GrafanaApi.from_url(url, credential=credential, timeout=timeout_s)
