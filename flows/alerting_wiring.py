@@ -182,6 +182,18 @@ def make_engine(
     )
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_unsigned(receiver: str, variable: str | None) -> None:
+    if receiver not in _WARNED:  # once per receiver and process
+        _WARNED.add(receiver)
+        log.warning(
+            "insecure_unsigned: webhooks will be sent unsigned",
+            extra={"receiver": receiver, "variable": variable},
+        )
+
+
 def _secret(environ: Mapping[str, str], name: str | None) -> str | None:
     if name is None:
         return None
@@ -201,11 +213,16 @@ def make_integrations(
         ints: list[Integration] = []
         if r.webhook is not None:
             secret = _secret(environ, r.webhook.secret_env)
-            if secret is None:
-                log.warning(
-                    "webhook secret variable is not set: webhooks will be sent unsigned",
-                    extra={"receiver": r.name, "variable": r.webhook.secret_env},
+            if secret is None and not r.webhook.insecure_unsigned:
+                var = r.webhook.secret_env
+                msg = (
+                    f"receiver {r.name!r}: webhooks are signed, but "
+                    + (f"${var} is not set: export {var}=<secret>" if var else "no secret_env")
+                    + " (or set insecure_unsigned: true to send them unsigned)"
                 )
+                raise ConfigError(msg)
+            if secret is None:
+                _warn_unsigned(r.name, r.webhook.secret_env)
             ints.append(
                 WebhookIntegration(
                     r.webhook.url,

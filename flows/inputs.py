@@ -15,7 +15,6 @@ from bytewax.inputs import Source
 from pydantic import Field
 from vigil.flows.config.base import Frozen, InputName
 from vigil.flows.errors import ConfigError
-from vigil.flows.security.parsers import LineParser
 from vigil.sources.files import FileTailSource
 from vigil.sources.redis_streams import RedisStreamSource
 from vigil.sources.replay import ReplaySource
@@ -125,6 +124,10 @@ def make_sources(
     on_syslog_bound: Callable[[int], None] | None = None,
 ) -> list[Source[RawLine]]:
     """One bytewax source per configured input."""
+    # The line parsers give a replay its event times; imported here because the security
+    # feed's config imports this module's input models.
+    from vigil.flows.security.parsers import LineParser
+
     time_parser = LineParser(year=cfg.year)
     out: list[Source[RawLine]] = []
     for inp in cfg.inputs:

@@ -24,6 +24,7 @@ from vigil.flows.inputs import make_sources
 from vigil.flows.security import flow as security
 from vigil.flows.security.config import SecurityConfig
 from vigil.sinks.jsonl import open_append
+from vigil.sources.stop import stoppable_flow
 
 from vigil.records import DeadLetter, Detection, Watermark
 
@@ -160,6 +161,7 @@ def build_flows(
         ),
     )
     op.output("dead_out", all_dead, DeadLetterSink(cfg.dead_letters.file))
+    stoppable_flow(flow)  # Ctrl-C/SIGTERM end the inputs: sinks flush (sources/stop.py)
     return flow, io
 
 

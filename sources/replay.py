@@ -12,6 +12,7 @@ resumed replay carries on where it stopped.
 from __future__ import annotations
 
 import glob
+import gzip
 import heapq
 import math
 import os
@@ -29,6 +30,10 @@ from vigil.records import RawLine
 __all__ = ["ReplaySource"]
 
 _NO_TIME = -math.inf  # sort key of a line whose file has no timed line at all
+
+
+#: The first two bytes of a gzip file.
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 def expand_paths(patterns: Sequence[str]) -> list[str]:
@@ -55,6 +60,8 @@ def expand_paths(patterns: Sequence[str]) -> list[str]:
 def read_lines(path: str, fmt: str, origin: str, max_line_bytes: int) -> list[RawLine]:
     """Every line of a file as ``RawLine`` records (``ref_ts`` = the file's mtime).
 
+    A gzip-compressed file (a rotated ``auth.log.2.gz``) is decompressed first.
+
     Parameters
     ----------
     path
@@ -67,6 +74,8 @@ def read_lines(path: str, fmt: str, origin: str, max_line_bytes: int) -> list[Ra
     with open(path, "rb") as f:
         ref_ts = os.fstat(f.fileno()).st_mtime
         data = f.read()
+    if data[:2] == GZIP_MAGIC:
+        data = gzip.decompress(data)
     if not data:
         return []
     if data.endswith(b"\n"):

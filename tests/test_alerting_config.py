@@ -113,4 +113,7 @@ def test_missing_required_secret_fails_before_the_flow(tmp_path) -> None:
 
     cfg = parse_config({**FULL, "alerts": {"file": str(tmp_path / "a.jsonl")}})
     with pytest.raises(ConfigError, match="PD_KEY"):
-        make_alerting_sink(cfg, environ={"SLACK_URL": "http://x"})
+        make_alerting_sink(cfg, environ={"SLACK_URL": "http://x", "SOC_SECRET": "s"})
+    # A webhook receiver whose secret is unset is refused too: never unsigned by accident.
+    with pytest.raises(ConfigError, match=r"\$SOC_SECRET is not set.*insecure_unsigned"):
+        make_alerting_sink(cfg, environ={"SLACK_URL": "http://x", "PD_KEY": "k"})

@@ -6,39 +6,66 @@
     vigil demo [--speed X] [--follow]
     vigil replay FILE... --format ssh [--speed 60|max] [--config FILE]
     vigil check-config FILE
-    vigil version
+    vigil --version
+
+The pieces: :mod:`.output` (what a person reads), :mod:`.runner` (checks, run, clean
+stop), :mod:`.demo`, and one module per shared subcommand group (:data:`CLI_PLUGINS`); a
+feed's own subcommands come with the feed (``Feed.commands``). :func:`main` is the one
+place errors become messages: a user's mistake is one line and a non-zero exit, never a
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import http.server
 import importlib
-import json
 import logging
 import os
-import secrets
 import sys
-import threading
-import time
-from collections.abc import Callable, Sequence
-from datetime import timedelta
-from importlib import resources
+import traceback
+import typing
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn
 
-from bytewax.dataflow import Dataflow
-from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.run import cli_main
-from bytewax.testing import run_main
-from vigil.flows.config import AlertsConfig, VigilConfig, WebhookConfig, load_config, parse_config
-from vigil.flows.errors import ConfigError
+from vigil.flows.cli.demo import DEMO_FEEDS, _demo_yaml, _webhook_url, cmd_demo, demo_flows
+from vigil.flows.cli.output import LOG_LEVELS, alert_printer, print_summary, setup_logging
+from vigil.flows.cli.runner import (
+    check_inputs,
+    execute,
+    failed,
+    recovery_config,
+    run_flows,
+    run_hints,
+)
+from vigil.flows.config import (
+    AlertsConfig,
+    VigilConfig,
+    WebhookConfig,
+    load_config,
+    parse_config,
+)
+from vigil.flows.errors import VigilError
 from vigil.flows.feed import feed_names, feeds
-from vigil.flows.inputs import ReplayInput
-from vigil.sinks.prometheus import FlowMetrics, serve
-from vigil.sinks.webhook import verify_signature
+from vigil.flows.inputs import Format, ReplayInput
+
+from vigil.extras import MissingExtra
+
+FORMATS: tuple[str, ...] = typing.get_args(Format)
+
+__all__ = [
+    "DEMO_FEEDS",
+    "_demo_yaml",
+    "alert_printer",
+    "demo_flows",
+    "execute",
+    "main",
+    "make_parser",
+    "recovery_config",
+    "run_flows",
+    "setup_logging",
+]
 
 log = logging.getLogger("vigil")
 
@@ -49,254 +76,9 @@ CLI_PLUGINS = (
     "vigil.flows.cli.bus",
     "vigil.flows.cli.dashboards",
 )
-SEVERITY_COLOURS = {"critical": "\033[1;31m", "high": "\033[31m", "warning": "\033[33m"}
-
-
-# ---------------------------------------------------------------- logging and output
-class JsonFormatter(logging.Formatter):
-    """One JSON object per log record (for log shippers); extra fields are kept."""
-
-    _skip = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for k, v in record.__dict__.items():
-            if k not in self._skip:
-                out[k] = v
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
-
-
-def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Human-readable logs on a terminal, JSON lines otherwise."""
-    s = stream or sys.stderr
-    h = logging.StreamHandler(s)
-    if s.isatty():
-        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    else:
-        h.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [h]
-    root.setLevel(level)
-    # httpx logs every request at INFO; delivery outcomes are in our own metrics.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-
-def alert_printer(stream: TextIO) -> Callable[[dict[str, Any]], None]:
-    """Print each alert as one line as it happens."""
-    colour = stream.isatty()
-    lock = threading.Lock()
-
-    def show(alert: dict[str, Any]) -> None:
-        lab, ann = alert["labels"], alert["annotations"]
-        sev = lab.get("severity", "")
-        tag = f"{sev.upper():8}"
-        if colour and sev in SEVERITY_COLOURS:
-            tag = f"{SEVERITY_COLOURS[sev]}{tag}\033[0m"
-        line = (
-            f"{alert['startsAt']}  {tag} {lab.get('alertname', ''):28} "
-            f"{ann.get('description', ann.get('summary', ''))}"
-        )
-        with lock:
-            print(line, file=stream, flush=True)
-
-    return show
-
-
-class Totals:
-    """Running totals summed over the metrics of every flow in this process."""
-
-    def __init__(self, metrics: dict[str, FlowMetrics]) -> None:
-        self._metrics = metrics
-
-    @property
-    def total_lines(self) -> int:
-        return sum(m.total_lines for m in self._metrics.values())
-
-    @property
-    def total_dead(self) -> int:
-        return sum(m.total_dead for m in self._metrics.values())
-
-    @property
-    def total_detections(self) -> int:
-        return sum(m.total_detections for m in self._metrics.values())
-
-
-class Progress:
-    """Events/s and detections so far: a live line on a terminal, a log line otherwise."""
-
-    def __init__(self, metrics: Totals, stream: TextIO, interval_s: float = 1.0) -> None:
-        self.metrics = metrics
-        self.stream = stream
-        self.tty = stream.isatty()
-        self.interval_s = interval_s if self.tty else max(interval_s, 10.0)
-        self._stop = threading.Event()
-        self._t0 = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="vigil-progress", daemon=True)
-
-    def __enter__(self) -> Progress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if self.tty:
-            print(file=self.stream)
-
-    def _run(self) -> None:
-        last_n, last_t = 0, time.monotonic()
-        while not self._stop.wait(self.interval_s):
-            m = self.metrics
-            now = time.monotonic()
-            rate = (m.total_lines - last_n) / max(now - last_t, 1e-9)
-            last_n, last_t = m.total_lines, now
-            if self.tty:
-                print(
-                    f"\r  {m.total_lines:>10,} lines  {rate:>9,.0f} lines/s  "
-                    f"{m.total_detections:>5} detections  {m.total_dead:>6} dead-lettered",
-                    end="",
-                    file=self.stream,
-                    flush=True,
-                )
-            else:
-                log.info(
-                    "progress",
-                    extra={
-                        "lines": m.total_lines,
-                        "lines_per_s": round(rate, 1),
-                        "detections": m.total_detections,
-                        "dead_lettered": m.total_dead,
-                    },
-                )
-
-    def summary(self) -> dict[str, Any]:
-        m = self.metrics
-        secs = time.monotonic() - self._t0
-        return {
-            "lines": m.total_lines,
-            "dead_lettered": m.total_dead,
-            "detections": m.total_detections,
-            "seconds": round(secs, 2),
-            "lines_per_s": round(m.total_lines / max(secs, 1e-9), 1),
-        }
-
-
-# ---------------------------------------------------------------- running
-def recovery_config(directory: str | None, partitions: int) -> RecoveryConfig | None:
-    """Bytewax recovery in ``directory``, creating its partition files on first use."""
-    if directory is None:
-        return None
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    if not any(d.glob("part-*.sqlite3")):
-        init_db_dir(d, max(1, partitions))
-    return RecoveryConfig(str(d))
-
-
-def execute(
-    flow: Dataflow,
-    workers: int,
-    *,
-    recovery_dir: str | None = None,
-    snapshot_interval_s: float | None = None,
-    process_id: int | None = None,
-    addresses: Sequence[str] | None = None,
-) -> None:
-    """Run a dataflow; with ``recovery_dir``, snapshot state every ``snapshot_interval_s``.
-
-    With ``addresses`` (``host:port`` of every process) this is process ``process_id`` of a
-    cluster; its recovery partitions must exist already (``vigil run --processes`` or
-    ``python -m bytewax.recovery DIR N`` creates them).
-    """
-    epoch = timedelta(seconds=snapshot_interval_s) if snapshot_interval_s is not None else None
-    if addresses:
-        rc = None
-        if recovery_dir is not None:
-            if not any(Path(recovery_dir).glob("part-*.sqlite3")):
-                msg = f"no recovery partitions in {recovery_dir!r} (see README: several hosts)"
-                raise ConfigError(msg)
-            rc = RecoveryConfig(str(recovery_dir))
-        cli_main(
-            flow,
-            workers_per_process=workers,
-            process_id=process_id,
-            addresses=list(addresses),
-            epoch_interval=epoch,
-            recovery_config=rc,
-        )
-        return
-    rc = recovery_config(recovery_dir, workers)
-    if workers <= 1:
-        run_main(flow, epoch_interval=epoch, recovery_config=rc)
-    else:
-        cli_main(flow, workers_per_process=workers, epoch_interval=epoch, recovery_config=rc)
-
-
-def run_flows(
-    cfg: VigilConfig,
-    flows: Sequence[str] = ("security",),
-    *,
-    workers: int = 1,
-    metrics_port: int | None = None,
-    speed_override: float | str | None = "config",
-    follow: bool = False,
-    out: TextIO | None = None,
-    recovery_dir: str | None = None,
-    snapshot_interval_s: float | None = None,
-    process_id: int | None = None,
-    addresses: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Run flows to completion (or until interrupted, for live inputs); return a summary.
-
-    Process ``process_id`` of a cluster serves metrics on the base port + ``process_id``.
-    """
-    from vigil.flows.main import build_flows
-
-    stdout = out or sys.stdout
-    flow, io = build_flows(
-        flows, cfg, on_alert=alert_printer(stdout), speed_override=speed_override
-    )
-    stop_metrics: Callable[[], None] | None = None
-    if cfg.metrics.enabled:
-        port = cfg.metrics.port if metrics_port is None else metrics_port
-        if port and process_id:
-            port += process_id
-        try:
-            bound, stop_metrics = serve(cfg.metrics.host, port)
-        except OSError as ex:
-            log.warning(
-                "cannot serve metrics; continuing without",
-                extra={"address": f"{cfg.metrics.host}:{port}", "error": str(ex)},
-            )
-        else:
-            print(f"metrics: http://{cfg.metrics.host}:{bound}/metrics", file=sys.stderr)
-    try:
-        with Progress(Totals(io.metrics), sys.stderr) as prog:
-            execute(
-                flow,
-                workers,
-                recovery_dir=recovery_dir,
-                snapshot_interval_s=snapshot_interval_s,
-                process_id=process_id,
-                addresses=addresses,
-            )
-        summary = prog.summary()
-        if follow and stop_metrics is not None:
-            print("replay finished; serving metrics until interrupted (Ctrl-C)", file=sys.stderr)
-            threading.Event().wait()
-    except KeyboardInterrupt:
-        summary = {"interrupted": True}
-    finally:
-        if stop_metrics is not None:
-            stop_metrics()
-    return summary
+#: Exit codes: 1 = a run failed or did nothing, 2 = a usage or configuration mistake,
+#: 70 = a bug in Vigil (EX_SOFTWARE).
+EXIT_FAILED, EXIT_USAGE, EXIT_BUG = 1, 2, 70
 
 
 def _speed(value: str) -> float | None:
@@ -317,16 +99,44 @@ def _load(path: str | None) -> VigilConfig:
     return load_config(path) if path else parse_config({})
 
 
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        msg = f"must be a whole number >= 1, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return n
+
+
+def _finish(
+    summary: dict[str, Any],
+    args: argparse.Namespace,
+    cfg: VigilConfig,
+    fmt: str | None = None,
+) -> int:
+    """Print the summary (and what to try next); 1 when the run did nothing useful."""
+    where = {
+        "alerts": str(cfg.alerts.file or "-"),
+        "dead letters": str(cfg.dead_letters.file or "-"),
+    }
+    hints = run_hints(summary, fmt)
+    print_summary(summary, as_json=args.json, where=where, hints=hints)
+    return EXIT_FAILED if failed(summary) else 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     have = feed_names()
     unknown = [f for f in args.flows if f not in have]
     if unknown:
-        print(f"vigil run: unknown flow(s) {unknown}; available: {have}", file=sys.stderr)
-        return 2
+        msg = f"unknown flow(s) {', '.join(unknown)}; available: {', '.join(have)}"
+        raise UsageError(msg)
     cfg = load_config(args.config)
-    if "security" in args.flows and not cfg.security.inputs:
-        print(f"vigil run: {args.config} has no security.inputs", file=sys.stderr)
-        return 2
+    empty = [f for f in args.flows if f != "health" and not getattr(cfg, f).inputs]
+    if empty:
+        msg = f"{args.config} has no inputs for {', '.join(empty)} (add {empty[0]}.inputs)"
+        raise UsageError(msg)
     if args.processes > 1:  # a local cluster: this process only supervises (flows/cli/bus.py)
         from vigil.flows.cli.bus import run_local_cluster
 
@@ -341,130 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         process_id=args.process_id,
         addresses=addresses,
     )
-    print(json.dumps({"summary": summary}), file=sys.stderr)
-    return 0
-
-
-class _DemoReceiver(http.server.BaseHTTPRequestHandler):
-    """The demo's own webhook receiver: verifies signatures, drops repeated keys."""
-
-    secret: bytes = b""
-    seen: set[str]
-    verified = 0
-    rejected = 0
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        ok = verify_signature(self.secret, dict(self.headers.items()), body)
-        key = self.headers.get("Idempotency-Key") or hashlib.sha256(body).hexdigest()
-        with self.lock:
-            if ok:
-                type(self).verified += 1
-                self.seen.add(key)
-            else:
-                type(self).rejected += 1
-        self.send_response(200 if ok else 401)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:  # silence per-request logs
-        pass
-
-
-def _resolve_demo_paths(node: Any, base: Path) -> Any:
-    """Make every ``path``/``paths`` value in the demo config absolute under ``base``."""
-    if isinstance(node, dict):
-        out: dict[str, Any] = {}
-        for k, v in node.items():
-            if k == "paths" and isinstance(v, list):
-                out[k] = [str(base / p) for p in v]
-            elif k == "path" and isinstance(v, str):
-                out[k] = str(base / v)
-            else:
-                out[k] = _resolve_demo_paths(v, base)
-        return out
-    if isinstance(node, list):
-        return [_resolve_demo_paths(x, base) for x in node]
-    return node
-
-
-DEMO_FEEDS = {
-    "security": "SSH auth.log of an Internet-facing host (2017), Zeek log of Nmap scans (2022)",
-    "indicators": "one NAB series: AWS request latency before a system failure",
-    "service_queues": "Boston 311 service requests, 12 Jan - 8 Feb 2015",
-    "media": "airline mention tweets, 20-22 Feb 2015",
-}
-
-
-def demo_flows(raw: dict[str, Any]) -> list[str]:
-    """The flows the demo runs: those available whose section in demo.yaml has inputs."""
-    return [f.name for f in feeds() if (raw.get(f.name) or {}).get("inputs")]
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    data = Path(str(resources.files("vigil.flows") / "demo_data"))
-    raw = _resolve_demo_paths(_demo_yaml(), data)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    raw["alerts"]["file"] = str(out_dir / "alerts.jsonl")
-    raw["dead_letters"]["file"] = str(out_dir / "dead_letters.jsonl")
-    for f in ("alerts.jsonl", "dead_letters.jsonl"):
-        (out_dir / f).unlink(missing_ok=True)
-    raw.setdefault("metrics", {})["port"] = args.metrics_port
-
-    # The demo's hashes of authors never leave this run: a random salt keeps them unlinkable
-    # without asking the user to set one.
-    os.environ.setdefault("VIGIL_AUTHOR_SALT", secrets.token_hex(16))
-    server = None
-    if args.webhook:
-        raw["alerts"]["webhook"] = {"url": args.webhook}
-    else:
-        # Deliver to a receiver of our own, so the demo shows signed delivery end to end
-        # with nothing else running.
-        secret = os.environ.get("VIGIL_WEBHOOK_SECRET") or secrets.token_hex(16)
-        os.environ["VIGIL_WEBHOOK_SECRET"] = secret
-        handler = type("DemoReceiver", (_DemoReceiver,), {"secret": secret.encode(), "seen": set()})
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        raw["alerts"]["webhook"] = {"url": f"http://127.0.0.1:{server.server_address[1]}/alerts"}
-    cfg = parse_config(raw)
-    flows_run = demo_flows(raw)
-    print(
-        "Vigil demo: replaying bundled real samples (see flows/demo_data/NOTICE.md)\n"
-        + "".join(f"  {f:15} {DEMO_FEEDS.get(f, '')}\n" for f in flows_run)
-        + f"alerts -> {cfg.alerts.file} and {_webhook_url(cfg)}\n",
-        file=sys.stderr,
-    )
-    try:
-        summary = run_flows(
-            cfg,
-            flows_run,
-            speed_override=args.speed,
-            follow=args.follow,
-            metrics_port=args.metrics_port,
-        )
-    finally:
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-    if server is not None:
-        h = server.RequestHandlerClass
-        summary["webhook_deliveries_verified"] = h.verified  # type: ignore[attr-defined]
-        summary["webhook_deliveries_rejected"] = h.rejected  # type: ignore[attr-defined]
-    summary["alerts_file"] = cfg.alerts.file
-    print(json.dumps({"summary": summary}), file=sys.stderr)
-    return 0
-
-
-def _webhook_url(cfg: VigilConfig) -> str:
-    return cfg.alerts.webhook.url if cfg.alerts.webhook else "-"
-
-
-def _demo_yaml() -> dict[str, Any]:
-    import yaml
-
-    text = (resources.files("vigil.flows") / "demo.yaml").read_text(encoding="utf-8")
-    return dict(yaml.safe_load(text))
+    return _finish(summary, args, cfg)
 
 
 def replay_state(raw: dict[str, Any], state: str | None) -> dict[str, Any]:
@@ -509,18 +196,31 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.webhook:
         alerts = alerts.model_copy(update={"webhook": WebhookConfig(url=args.webhook)})
     cfg = base.model_copy(update={"security": sec, "alerts": alerts})
+    check_inputs(cfg, ["security"])  # before replay_state clears an older run's files
     cfg = parse_config(replay_state(cfg.model_dump(), args.state))  # re-validate
-    summary = run_flows(cfg, workers=args.workers)
-    print(json.dumps({"summary": summary}), file=sys.stderr)
-    return 0
+    summary = run_flows(cfg, workers=args.workers, metrics_port=args.metrics_port)
+    return _finish(summary, args, cfg, args.format)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from vigil.flows.alerting_wiring import alerting_of, make_integrations
+    from vigil.flows.cli.runner import input_problems
+
+    cfg = load_config(args.file)
+    problems = input_problems(cfg, [f.name for f in feeds()])
     try:
-        cfg = load_config(args.file)
-    except ConfigError as ex:
-        print(str(ex), file=sys.stderr)
-        return 1
+        for ints in make_integrations(alerting_of(cfg), os.environ).values():
+            for integ in ints:
+                integ.close()
+    except VigilError as ex:
+        problems.append(str(ex))
+    if not any(getattr(getattr(cfg, f.name), "inputs", ()) for f in feeds()):
+        problems.append("no feed has inputs: vigil run would do nothing")
+    if problems:
+        print(f"{args.file}: {len(problems)} problem(s)", file=sys.stderr)
+        for line in problems:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_FAILED
     print(f"{args.file}: OK")
     for feed in feeds():
         for line in feed.explain(getattr(cfg, feed.name)):
@@ -534,34 +234,54 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_version(args: argparse.Namespace) -> int:
+def version_text() -> str:
     try:
         v = version("vigil-ioc")
     except PackageNotFoundError:
         v = "unknown (not installed)"
-    import bytewax
+    try:
+        bw = version("bytewax")
+    except PackageNotFoundError:
+        bw = "?"
+    return f"vigil {v} (bytewax {bw}, python {sys.version.split()[0]})"
 
-    print(
-        f"vigil {v} (bytewax {getattr(bytewax, '__version__', version('bytewax'))}, "
-        f"python {sys.version.split()[0]})"
-    )
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(version_text())
     return 0
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="vigil",
         description="Vigil: stream-processing monitoring engine for an operations centre.",
+        epilog="Each command has its own --help. Docs: README.md and docs/.",
     )
-    p.add_argument("--log-level", default=os.environ.get("VIGIL_LOG_LEVEL", "INFO"))
+    p.add_argument("--version", action="version", version=version_text())
+    p.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=os.environ.get("VIGIL_LOG_LEVEL", "INFO").upper(),
+        help="log verbosity (default INFO, or $VIGIL_LOG_LEVEL)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=None,
+        help="print the end-of-run summary as one JSON line even on a terminal "
+        "(it always is when stderr is not a terminal)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="run flows from a configuration file")
     r.add_argument(
-        "flows", nargs="+", metavar="FLOW", help="security, indicators, service_queues, media"
+        "flows", nargs="+", metavar="FLOW", help=f"one or more of: {', '.join(feed_names())}"
     )
     r.add_argument("--config", "-c", required=True, help="YAML configuration file")
-    r.add_argument("--workers", "-w", type=int, default=1, help="worker threads (default 1)")
+    r.add_argument(
+        "--workers", "-w", type=_positive_int, default=1, help="worker threads (default 1)"
+    )
     r.add_argument(
         "--recovery-dir",
         help="keep bytewax recovery state here: a restart resumes where it stopped "
@@ -575,7 +295,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--processes",
-        type=int,
+        type=_positive_int,
         default=1,
         help="run a cluster of N local processes (each serves metrics on port + its id)",
     )
@@ -606,13 +326,26 @@ def make_parser() -> argparse.ArgumentParser:
 
     rp = sub.add_parser("replay", help="replay recorded log files as a live feed")
     rp.add_argument("files", nargs="+", metavar="FILE", help="files or glob patterns")
-    rp.add_argument("--format", "-f", required=True, help="ssh, zeek, suricata, iptables, access")
+    rp.add_argument(
+        "--format",
+        "-f",
+        required=True,
+        choices=FORMATS,
+        help="what the files hold: " + ", ".join(FORMATS),
+    )
     rp.add_argument("--speed", type=_speed, default=None, help="speed factor or 'max' (default)")
     rp.add_argument("--year", type=int, help="year of syslog lines (they carry none)")
     rp.add_argument("--config", "-c", help="take rules and outputs from this configuration")
     rp.add_argument("--alerts", help="alerts JSON-lines file ('-' for stdout)")
     rp.add_argument("--webhook", help="POST alerts to this URL")
-    rp.add_argument("--workers", "-w", type=int, default=1)
+    rp.add_argument(
+        "--workers", "-w", type=_positive_int, default=1, help="worker threads (default 1)"
+    )
+    rp.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve metrics on this port (default: the config's, 9464; 0 picks a free one)",
+    )
     rp.add_argument(
         "--state",
         metavar="DIR",
@@ -623,10 +356,29 @@ def make_parser() -> argparse.ArgumentParser:
         "--to", metavar="URL", help="write the lines into the bus at redis://HOST:PORT/DB instead"
     )
     rp.add_argument("--stream", default="vigil:lines", help="bus stream name (with --to)")
-    rp.add_argument("--shards", type=int, default=1, help="streams of the bus (with --to)")
-    rp.add_argument("--max-len", type=int, default=1_000_000, help="entries per stream at most")
-    rp.add_argument("--on-full", choices=("block", "drop"), default="block")
-    rp.add_argument("--shard-by", choices=("origin", "line"), default="origin")
+    rp.add_argument(
+        "--shards", type=_positive_int, default=1, help="streams of the bus (with --to)"
+    )
+    rp.add_argument(
+        "--max-len",
+        type=_positive_int,
+        default=1_000_000,
+        help="entries each stream keeps at most (with --to; default 1000000)",
+    )
+    rp.add_argument(
+        "--on-full",
+        choices=("block", "drop"),
+        default="block",
+        help="when a stream holds --max-len unread entries: wait for readers (block, the "
+        "default) or trim the oldest (drop)",
+    )
+    rp.add_argument(
+        "--shard-by",
+        choices=("origin", "line"),
+        default="origin",
+        help="which stream a line goes to: by its source host or file (origin, the "
+        "default: keeps a source's lines in order) or round robin (line)",
+    )
     rp.set_defaults(func=cmd_replay)
 
     c = sub.add_parser("check-config", help="validate a configuration file and explain it")
@@ -645,15 +397,61 @@ def make_parser() -> argparse.ArgumentParser:
     return p
 
 
+class UsageError(VigilError):
+    """The command line asks for something that cannot be done (exit 2)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``vigil run: error: ... (see vigil run --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _root_cause(ex: BaseException) -> BaseException:
+    """The innermost exception of a chain (bytewax wraps a step's error in its own)."""
+    seen = {id(ex)}
+    while (nxt := ex.__cause__ or ex.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        ex = nxt
+    return ex
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``vigil`` command: the one place an exception becomes a message and exit code.
+
+    A :class:`VigilError` is one line and exit 1 (2 for a :class:`UsageError`, as
+    argparse's own errors); an unreadable file is one line and exit 1; anything else is a
+    bug in Vigil: one line saying so (the traceback with ``--log-level DEBUG``), exit 70.
+    """
     parser = make_parser()
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
+    prog = f"vigil {args.command}" if getattr(args, "command", None) else "vigil"
     try:
         return int(args.func(args))
-    except ConfigError as ex:
-        print(str(ex), file=sys.stderr)
-        return 1
+    except (VigilError, MissingExtra) as ex:
+        print(f"{prog}: {ex}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(ex, UsageError) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as ex:  # the top-level handler: never a traceback for a user
+        cause = _root_cause(ex)
+        if isinstance(cause, VigilError | MissingExtra):
+            print(f"{prog}: {cause}", file=sys.stderr)
+            return EXIT_USAGE if isinstance(cause, UsageError) else EXIT_FAILED
+        if isinstance(cause, OSError) and cause.filename is not None:
+            print(f"{prog}: cannot read {cause.filename!s}: {cause.strerror}", file=sys.stderr)
+            return EXIT_FAILED
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            traceback.print_exc()
+        print(
+            f"{prog}: internal error: {type(cause).__name__}: {cause} "
+            "(a bug in Vigil: please report it; --log-level DEBUG shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

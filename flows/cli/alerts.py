@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from vigil.flows.config import VigilConfig, load_config, parse_config
+from vigil.flows.errors import ConfigError
 from vigil.sinks.alerting.model import Matcher, Silence, parse_duration
 from vigil.sinks.alerting.store import StateStore, new_silence_id
 
@@ -47,11 +49,44 @@ def _config(args: argparse.Namespace) -> VigilConfig:
     return cfg
 
 
-def open_store(args: argparse.Namespace) -> StateStore:
-    """The state store named by ``--config``/``--state-dir``."""
-    from vigil.flows.alerting_wiring import make_store
+def open_store(args: argparse.Namespace, *, read_only: bool = False) -> StateStore:
+    """The state store named by ``--config``/``--state-dir``; says on stderr which it is.
 
-    return make_store(_config(args))
+    With ``read_only`` a folder store that does not exist is not created: a
+    :class:`ConfigError` says where it looked instead.
+    """
+    from vigil.flows.alerting_wiring import make_store, redis_url, state_dir
+
+    cfg = _config(args)
+    url = redis_url(cfg, os.environ)
+    if url:
+        print(f"alert state: Redis {url.split('@')[-1]}", file=sys.stderr)
+    else:
+        d = state_dir(cfg)
+        if read_only and not d.is_dir():
+            msg = (
+                f"no alert state in {d} (run vigil demo, replay or run first, or name the "
+                "store with --state-dir DIR or --config FILE)"
+            )
+            raise ConfigError(msg)
+        print(f"alert state: {d}", file=sys.stderr)
+    return make_store(cfg)
+
+
+def duration(text: str) -> float:
+    """An argparse type: ``30s``, ``5m``, ``4h``, ``1d`` in seconds."""
+    try:
+        return parse_duration(text)
+    except ValueError as ex:
+        raise argparse.ArgumentTypeError(str(ex)) from None
+
+
+def matcher(text: str) -> Matcher:
+    """An argparse type: ``name=value``, ``name!=value``, ``name=~re``, ``name!~re``."""
+    try:
+        return Matcher.parse(text)
+    except ValueError as ex:  # a bad regular expression is a ValueError too
+        raise argparse.ArgumentTypeError(str(ex)) from None
 
 
 def _iso(ts: float | None) -> str:
@@ -68,18 +103,14 @@ def _when(text: str) -> float:
     return dt.timestamp()
 
 
-def _label_filter(items: list[str]) -> list[Matcher]:
-    return [Matcher.parse(x) for x in items]
-
-
 # ---------------------------------------------------------------- alerts
 def cmd_alerts_list(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_store(args, read_only=True)
     snap = store.load()
     acks = store.acks()
     silences = store.silences()
     now = time.time()
-    wanted = _label_filter(args.label or [])
+    wanted = list(args.label or [])
     rows = []
     for a in sorted(snap.alerts.values(), key=lambda a: (a.state, -a.active_at)):
         if args.state and a.state != args.state:
@@ -101,6 +132,7 @@ def cmd_alerts_list(args: argparse.Namespace) -> int:
         f"{'STATE':9} {'FINGERPRINT':16} {'SEVERITY':8} {'ALERTNAME':28} {'STARTS':20} "
         f"{'LAST SEEN':20} FLAGS  ENTITY"
     )
+    print("FLAGS: A = acknowledged, S = silenced, - = not", file=sys.stderr)
     for a, acked, muted in rows:
         flags = ("A" if acked else "-") + ("S" if muted else "-")
         print(
@@ -122,7 +154,7 @@ def _find_alert(store: StateStore, fingerprint: str) -> Any:
 
 
 def cmd_alerts_ack(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_store(args, read_only=True)
     a = _find_alert(store, args.fingerprint)
     if a is None:
         return 1
@@ -166,14 +198,14 @@ def cmd_alerts_outbox(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- silences
 def cmd_silence_add(args: argparse.Namespace) -> int:
-    matchers = tuple(Matcher.parse(m) for m in args.matchers)
+    matchers = tuple(args.matchers)
     start = args.starts_at if args.starts_at is not None else time.time()
-    end = args.until if args.until is not None else start + parse_duration(args.duration)
+    end = args.until if args.until is not None else start + args.duration
     if end <= start:
         print("vigil silence add: the silence ends before it starts", file=sys.stderr)
         return 2
     s = Silence(new_silence_id(), matchers, start, end, args.author, args.comment, time.time())
-    store = open_store(args)
+    store = open_store(args)  # a silence may be set before the first run
     store.add_silence(s)
     store.close()
     print(s.id)
@@ -181,7 +213,7 @@ def cmd_silence_add(args: argparse.Namespace) -> int:
 
 
 def cmd_silence_list(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_store(args, read_only=True)
     now = time.time()
     rows = [s for s in store.silences() if args.all or s.state(now) != "expired"]
     if not rows:
@@ -197,19 +229,25 @@ def cmd_silence_list(args: argparse.Namespace) -> int:
 
 
 def cmd_silence_expire(args: argparse.Namespace) -> int:
-    store = open_store(args)
-    ok = store.expire_silence(args.id, time.time())
-    store.close()
-    if not ok:
-        print(f"no silence {args.id!r}", file=sys.stderr)
-        return 1
-    print(f"expired {args.id}")
+    store = open_store(args, read_only=True)
+    try:
+        hits = [s.id for s in store.silences() if s.id.startswith(args.id)]
+        if len(hits) != 1:
+            what = "no silence" if not hits else f"{len(hits)} silences"
+            print(f"{what} with id {args.id!r}", file=sys.stderr)
+            return 1
+        if not store.expire_silence(hits[0], time.time()):
+            print(f"silence {hits[0]} has expired already", file=sys.stderr)
+            return 1
+    finally:
+        store.close()
+    print(f"expired {hits[0]}")
     return 0
 
 
 # ---------------------------------------------------------------- feedback
 def cmd_feedback(args: argparse.Namespace) -> int:
-    store = open_store(args)
+    store = open_store(args, read_only=True)
     a = _find_alert(store, args.fingerprint)
     if a is None:
         return 1
@@ -230,7 +268,7 @@ def cmd_feedback(args: argparse.Namespace) -> int:
         "comment": args.comment,
     }
     if verdict == "false_positive":
-        period = parse_duration(args.period)
+        period = args.period
         matchers = tuple(
             Matcher(k, "=", lab[k]) for k in ("alertname", "feed", "entity") if k in lab
         )
@@ -270,6 +308,7 @@ def register(sub: Any) -> None:
         "--label",
         action="append",
         metavar="LABEL=VALUE",
+        type=matcher,
         help="filter (matchers: =, !=, =~, !~); repeatable",
     )
     ls.add_argument("--json", action="store_true", help="one JSON object per alert")
@@ -293,9 +332,12 @@ def register(sub: Any) -> None:
         "matchers",
         nargs="+",
         metavar="MATCHER",
+        type=matcher,
         help='label matchers: name=value, name!=value, name=~"re", name!~"re"',
     )
-    add.add_argument("--for", dest="duration", default="2h", help="duration (default 2h)")
+    add.add_argument(
+        "--for", dest="duration", type=duration, default="2h", help="duration (default 2h)"
+    )
     add.add_argument("--until", type=_when, help="end time (ISO 8601 with zone)")
     add.add_argument("--from", dest="starts_at", type=_when, help="start time (default now)")
     add.add_argument("--author", required=True)
@@ -307,7 +349,7 @@ def register(sub: Any) -> None:
     _common(sl)
     sl.set_defaults(func=cmd_silence_list)
     ex = ssub.add_parser("expire", help="end a silence now")
-    ex.add_argument("id")
+    ex.add_argument("id", help="silence id (a unique prefix is enough)")
     _common(ex)
     ex.set_defaults(func=cmd_silence_expire)
 
@@ -317,6 +359,7 @@ def register(sub: Any) -> None:
     fb.add_argument(
         "--for",
         dest="period",
+        type=duration,
         default="24h",
         help="how long a false positive silences the entity (default 24h)",
     )

@@ -20,6 +20,8 @@ from typing import Any
 
 from vigil.flows.config import load_config, parse_config
 
+from vigil.extras import have
+
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     if args.security:
@@ -44,9 +46,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     except FileNotFoundError as ex:
         print(f"vigil backtest: {ex}", file=sys.stderr)
         return 2
+    if not summary.get("series"):
+        skipped = summary.get("files_skipped", 0)
+        print(
+            f"vigil backtest: no series in {', '.join(map(str, args.data))}"
+            + (f" ({skipped} file(s) skipped: no time and value columns)" if skipped else ""),
+            file=sys.stderr,
+        )
+        return 1
     print_summary(summary)
     if args.out:
-        print(f"\nper-series CSV and PNG files in {args.out}/", file=sys.stdout)
+        what = "CSV files" if args.no_plots or not have("matplotlib") else "CSV and PNG files"
+        print(f"\nper-series {what} in {args.out}/", file=sys.stdout)
     short = {k: v for k, v in summary.items() if k != "per_series"}
     print(json.dumps({"summary": short}), file=sys.stderr)
     return 0

@@ -104,7 +104,7 @@ def _produce(
     op.output("bus_out", raw, BusSink(writers))
     rc = None
     if state_dir is not None:
-        from vigil.flows.cli import recovery_config
+        from vigil.flows.cli.runner import recovery_config
 
         rc = recovery_config(state_dir, 1)
     with contextlib.suppress(KeyboardInterrupt):

@@ -39,6 +39,10 @@ class WebhookConfig(Frozen):
     )
     timeout_s: float = Field(default=5.0, gt=0)
     max_attempts: int = Field(default=5, ge=1)
+    insecure_unsigned: bool = Field(
+        default=False,
+        description="send unsigned when the secret variable is unset (logged as a warning)",
+    )
 
 
 class AlertsConfig(Frozen):
@@ -124,10 +128,42 @@ def load_config(path: str | Path) -> VigilConfig:
     except yaml.YAMLError as ex:
         msg = f"config {str(p)!r} is not valid YAML: {ex}"
         raise ConfigError(msg) from ex
+    data = resolve_paths(data, p.resolve().parent)
     try:
         return parse_config(data)
     except ValidationError as ex:
         raise ConfigError(explain_errors(ex, str(p))) from ex
+
+
+#: Keys whose values are files or folders: relative ones are taken from the config's folder.
+PATH_KEYS = frozenset({"paths", "path", "model_path", "file", "dir"})
+
+
+def resolve_paths(node: Any, base: Path) -> Any:
+    """``node`` with every relative file path under :data:`PATH_KEYS` made absolute under
+    ``base`` (the configuration file's folder), so a config means the same from any folder.
+    ``-`` (stdout), URLs and ``~`` (the home folder) are left as they are."""
+
+    def fix(v: Any) -> Any:
+        if not isinstance(v, str) or v in ("", "-") or "://" in v:
+            return v
+        if v.startswith("~"):
+            return str(Path(v).expanduser())
+        return v if Path(v).is_absolute() else str(base / v)
+
+    if isinstance(node, dict):
+        out: dict[Any, Any] = {}
+        for k, v in node.items():
+            if k in PATH_KEYS and isinstance(v, list):
+                out[k] = [fix(x) for x in v]
+            elif k in PATH_KEYS and isinstance(v, str):
+                out[k] = fix(v)
+            else:
+                out[k] = resolve_paths(v, base)
+        return out
+    if isinstance(node, list):
+        return [resolve_paths(x, base) for x in node]
+    return node
 
 
 def explain_errors(ex: ValidationError, source: str) -> str:

@@ -43,6 +43,10 @@ class WebhookReceiverConfig(Frozen):
     url: str
     secret_env: str | None = "VIGIL_WEBHOOK_SECRET"
     timeout_s: float = Field(default=5.0, gt=0)
+    insecure_unsigned: bool = Field(
+        default=False,
+        description="send unsigned when the secret variable is unset (logged as a warning)",
+    )
 
     _check = field_validator("secret_env")(lambda v: _env_name(v, "secret_env"))
 
@@ -356,6 +360,7 @@ def effective_alerting(alerting: AlertingConfig, legacy_webhook: Any | None) -> 
                     url=legacy_webhook.url,
                     secret_env=legacy_webhook.secret_env,
                     timeout_s=legacy_webhook.timeout_s,
+                    insecure_unsigned=legacy_webhook.insecure_unsigned,
                 ),
             )
         )
