@@ -44,6 +44,7 @@ pytestmark = pytest.mark.slow
 
 def _start(argv: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "VIGIL_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+    env.setdefault("VIGIL_WEBHOOK_SECRET", "dashboards-live")  # webhooks are always signed
     with open(log, "wb") as fh:
         return subprocess.Popen(
             argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, env=env

@@ -95,8 +95,9 @@ def test_run_indicators_without_inputs_is_a_config_error(tmp_path: Path) -> None
     cfg = tmp_path / "vigil.yaml"
     cfg.write_text("indicators: {}\nmetrics: {enabled: false}\n")
     r = vigil("run", "indicators", "--config", str(cfg), cwd=tmp_path)
-    assert r.returncode == 1
-    assert "indicators.inputs is empty" in r.stderr
+    assert r.returncode == 2  # a usage mistake, like argparse's own
+    assert "has no inputs for indicators (add indicators.inputs)" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_misspelt_detector_key_is_rejected_with_its_path(tmp_path: Path) -> None:
