@@ -8,8 +8,8 @@ TSV conn.logs), each copy shifted later in time so that windows and baselines se
 continuous stream. Then, in the same run:
 
 - flow: the real security flow on one worker (file source, parse, per-source windows and
-  rules, volume baselines, Prometheus metrics on a fresh registry, alerts to a JSON-lines
-  file), timed from start to end of ``run_main``;
+  rules, volume baselines, Prometheus metrics on a fresh registry, the alerting pipeline
+  writing firing alerts to a JSON-lines file), timed from start to end of ``run_main``;
 - baseline: one plain Python loop reading the same file, parsing every line with the same
   parser and counting events per (dataset, action) and failures per source.
 
@@ -32,10 +32,11 @@ sys.path.insert(0, str(ROOT))
 
 from bytewax.testing import TestingSink, run_main  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
+from vigil.flows.config import parse_config  # noqa: E402
+from vigil.flows.main import make_alert_sink  # noqa: E402
 from vigil.flows.security.config import SecurityConfig  # noqa: E402
 from vigil.flows.security.flow import build_flow  # noqa: E402
 from vigil.flows.security.parsers import LineParser  # noqa: E402
-from vigil.sinks.alerts import AlertSink  # noqa: E402
 from vigil.sinks.prometheus import FlowMetrics, MetricsSink  # noqa: E402
 from vigil.sources.files import FileTailSource  # noqa: E402
 
@@ -114,10 +115,20 @@ def run_flow(path: Path) -> tuple[float, int, int]:
         FileTailSource([str(path / "zeek.tsv")], "zeek"),
     ]
     dead: list[object] = []
+    # The sink `vigil run` uses: the alerting pipeline, firing alerts to a JSON-lines file.
+    vigil_cfg = parse_config(
+        {
+            "alerts": {"file": str(path / "alerts.jsonl")},
+            "alerting": {"state": {"reset": True}},  # each repeat starts from no alerts
+        }
+    )
+    alert_sink = make_alert_sink(
+        vigil_cfg, registry=registry, on_alert=None, environ={}, finite=True
+    )
     flow = build_flow(
         cfg,
         sources,
-        AlertSink(jsonl_path=str(path / "alerts.jsonl"), registry=registry),
+        alert_sink,  # type: ignore[arg-type]  # also takes watermarks
         TestingSink(dead),
         MetricsSink(metrics),
     )

@@ -14,10 +14,9 @@ An alert is one entry of the ``alerts`` array of Alertmanager's webhook payload 
 - ``dedup_key`` is ``"<fingerprint>@<unix seconds>"``. Sinks are at-least-once (bytewax
   replays the epoch it resumes from), so receivers drop alerts whose key they have seen.
 
-:class:`AlertSink` writes each batch as JSON lines, hands each alert to a callback, and POSTs
-the batch as one webhook payload whose ``Idempotency-Key`` is derived from its alerts'
-``dedup_key``\\ s (see :mod:`vigil.sinks.webhook` for signing). It never raises: failures are
-logged without secrets and counted in ``vigil_sink_failures_total{sink,reason}``.
+The alerting pipeline (:mod:`vigil.sinks.alerting`) builds its alerts with
+:func:`alert_from_detection` and its webhook payloads with :func:`webhook_payload`;
+:func:`idempotency_key` is one key over a batch's ``dedup_key``\\ s.
 
 Examples
 --------
@@ -42,23 +41,13 @@ True
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import re
-import sys
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import orjson
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
-from typing_extensions import override
-from vigil.sinks.jsonl import open_append
-from vigil.sinks.prometheus import ALERTS, NOTIFICATIONS, SINK_FAILURES, get_or_create
-from vigil.sinks.webhook import WebhookClient
+from vigil.sinks.prometheus import ALERTS, NOTIFICATIONS, SINK_FAILURES
 
 from vigil.records import Detection
 
@@ -67,13 +56,10 @@ __all__ = [
     "METRIC_NAMES",
     "NOTIFICATIONS",
     "SINK_FAILURES",
-    "AlertSink",
     "alert_from_detection",
     "idempotency_key",
     "webhook_payload",
 ]
-
-log = logging.getLogger(__name__)
 
 # Metric names live in sinks.prometheus with all the others (dashboards import them there).
 METRIC_NAMES: tuple[str, ...] = (ALERTS, NOTIFICATIONS, SINK_FAILURES)
@@ -294,185 +280,3 @@ def idempotency_key(alerts: Iterable[dict[str, Any]]) -> str:
     """
     keys = sorted(str(a["dedup_key"]) for a in alerts)
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()
-
-
-class _Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.alerts = get_or_create(
-            Counter, ALERTS, "Alerts produced.", ("feed", "kind", "severity"), registry
-        )
-        self.notifications = get_or_create(
-            Counter,
-            NOTIFICATIONS,
-            "Webhook notifications attempted, by outcome.",
-            ("sink", "outcome"),
-            registry,
-        )
-        self.failures = get_or_create(
-            Counter,
-            SINK_FAILURES,
-            "Alert deliveries that failed, by destination and reason.",
-            ("sink", "reason"),
-            registry,
-        )
-
-
-# Workers of one process are threads: one lock per output file keeps their lines whole.
-_FILE_LOCKS: dict[str, threading.Lock] = {}
-_FILE_LOCKS_GUARD = threading.Lock()
-
-
-def _file_lock(path: str) -> threading.Lock:
-    key = path if path == "-" else str(Path(path).resolve())
-    with _FILE_LOCKS_GUARD:
-        return _FILE_LOCKS.setdefault(key, threading.Lock())
-
-
-class _AlertPartition(StatelessSinkPartition[Detection]):
-    def __init__(
-        self,
-        *,
-        jsonl_path: str | None,
-        client: WebhookClient | None,
-        metrics: _Metrics,
-        on_alert: Callable[[dict[str, Any]], None] | None,
-    ) -> None:
-        self._jsonl_path = jsonl_path
-        self._client = client
-        self._metrics = metrics
-        self._on_alert = on_alert
-        self._lock = _file_lock(jsonl_path) if jsonl_path is not None else None
-        self._file: IO[bytes] | None = None
-
-    def _fail(self, sink: str, reason: str) -> None:
-        self._metrics.failures.labels(sink=sink, reason=reason).inc()
-
-    def _convert(self, items: list[Detection]) -> list[dict[str, Any]]:
-        alerts = []
-        for d in items:
-            try:
-                alert = alert_from_detection(d)
-            except Exception as ex:
-                log.warning("alerts: dropped a detection that cannot be encoded: %r", ex)
-                self._fail("alerts", "invalid_detection")
-                continue
-            alerts.append(alert)
-            self._metrics.alerts.labels(feed=d.feed, kind=d.kind, severity=d.severity).inc()
-        return alerts
-
-    def _write_jsonl(self, alerts: list[dict[str, Any]]) -> None:
-        if self._jsonl_path is None or self._lock is None:
-            return
-        data = b"".join(orjson.dumps(a) + b"\n" for a in alerts)
-        try:
-            with self._lock:
-                if self._jsonl_path == "-":
-                    # Looked up per batch so redirection (and pytest's capture) is honoured.
-                    sys.stdout.write(data.decode())
-                    sys.stdout.flush()
-                else:
-                    if self._file is None:
-                        self._file = open_append(self._jsonl_path)
-                    self._file.write(data)
-                    self._file.flush()
-        except (OSError, ValueError) as ex:
-            log.warning("alerts: cannot write JSON lines: %s", type(ex).__name__)
-            self._fail("jsonl", "io_error")
-
-    def _callback(self, alerts: list[dict[str, Any]]) -> None:
-        if self._on_alert is None:
-            return
-        for alert in alerts:
-            try:
-                self._on_alert(alert)
-            except Exception as ex:
-                log.warning("alerts: on_alert callback raised %s", type(ex).__name__)
-                self._fail("on_alert", "callback_error")
-
-    def _deliver(self, alerts: list[dict[str, Any]]) -> None:
-        if self._client is None:
-            return
-        body = orjson.dumps(webhook_payload(alerts))
-        result = self._client.post(body, idempotency_key=idempotency_key(alerts))
-        self._metrics.notifications.labels(sink="webhook", outcome=result.reason).inc()
-        if not result.ok:
-            log.warning(
-                "alerts: webhook %s gave up on %d alert(s) after %d attempt(s): %s",
-                self._client.target,
-                len(alerts),
-                result.attempts,
-                result.reason,
-            )
-            self._fail("webhook", result.reason)
-
-    @override
-    def write_batch(self, items: list[Detection]) -> None:
-        try:
-            alerts = self._convert(items)
-            if not alerts:
-                return
-            self._write_jsonl(alerts)
-            self._callback(alerts)
-            self._deliver(alerts)
-        except Exception as ex:  # last line of defence: a sink must not stop the dataflow
-            log.warning("alerts: unexpected %s in write_batch", type(ex).__name__)
-            self._fail("alerts", "internal_error")
-
-    @override
-    def close(self) -> None:
-        try:
-            if self._file is not None and self._lock is not None:
-                with self._lock:
-                    self._file.close()
-                self._file = None
-        finally:
-            if self._client is not None:
-                self._client.close()
-
-
-class AlertSink(DynamicSink[Detection]):
-    """Write detections as alerts: JSON lines, a callback, and a signed webhook.
-
-    Each worker's partition converts a batch with :func:`alert_from_detection`, appends one
-    JSON line per alert to ``jsonl_path`` (flushed per batch), calls ``on_alert`` per alert,
-    then POSTs the batch as one :func:`webhook_payload` with
-    ``Idempotency-Key = idempotency_key(alerts)``, so a batch replayed after a resume carries
-    the same key. The webhook's retries block the worker (bounded by the client's
-    ``max_attempts``, backoff and timeout). Nothing is raised out of ``write_batch``.
-
-    Parameters
-    ----------
-    jsonl_path
-        File to append JSON lines to; ``"-"`` is standard output; ``None`` writes none.
-    webhook_factory
-        Creates one :class:`~vigil.sinks.webhook.WebhookClient` per worker in ``build()``; it
-        is closed in the partition's ``close()``. ``None`` sends no webhooks.
-    registry
-        Where the ``vigil_*`` counters are registered (shared safely between sinks).
-    on_alert
-        Called with each alert dict (the CLI prints them). Exceptions are counted, not
-        propagated.
-    """
-
-    def __init__(
-        self,
-        *,
-        jsonl_path: str | None = None,
-        webhook_factory: Callable[[], WebhookClient] | None = None,
-        registry: CollectorRegistry = REGISTRY,
-        on_alert: Callable[[dict[str, Any]], None] | None = None,
-    ) -> None:
-        self.jsonl_path = jsonl_path
-        self.webhook_factory = webhook_factory
-        self.registry = registry
-        self.on_alert = on_alert
-
-    @override
-    def build(
-        self, step_id: str, worker_index: int, worker_count: int
-    ) -> StatelessSinkPartition[Detection]:
-        metrics = _Metrics(self.registry)
-        client = self.webhook_factory() if self.webhook_factory is not None else None
-        return _AlertPartition(
-            jsonl_path=self.jsonl_path, client=client, metrics=metrics, on_alert=self.on_alert
-        )

@@ -1,35 +1,27 @@
-"""Tests for sinks.alerts: alert shape, payload, metrics, and AlertSink in a real dataflow."""
+"""Tests for sinks.alerts: alert shape, payload, metrics; the pipeline's JSON lines file."""
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import bytewax.operators as op
 import orjson
 import pytest
-from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSource, run_main
-from conftest import HttpReceiver
-from prometheus_client import CollectorRegistry
+from vigil.sinks.alerting.service import AlertsFile
 from vigil.sinks.alerts import (
     ALERTS,
     METRIC_NAMES,
     NOTIFICATIONS,
     SINK_FAILURES,
-    AlertSink,
     alert_from_detection,
     idempotency_key,
     webhook_payload,
 )
-from vigil.sinks.webhook import WebhookClient, verify_signature
 
 from vigil.records import Detection
 
-SECRET = b"alert-secret"
 T0 = 1_700_000_000.0
 
 
@@ -203,36 +195,9 @@ def test_metric_names() -> None:
     assert (ALERTS, NOTIFICATIONS, SINK_FAILURES) == METRIC_NAMES
 
 
-def test_two_sinks_and_workers_share_one_registry() -> None:
-    registry = CollectorRegistry()
-    first = AlertSink(registry=registry).build("out", 0, 2)
-    second = AlertSink(registry=registry).build("out", 1, 2)
-    first.write_batch([detection()])
-    second.write_batch([detection()])
-    first.close()
-    second.close()
-    labels = {"feed": "security", "kind": "ssh_brute_force", "severity": "high"}
-    assert registry.get_sample_value(ALERTS, labels) == 2
-
-
-# -- AlertSink in a dataflow, against the real HTTP receiver ------------------------------------
-
-
-def run_flow(items: list[Any], sink: AlertSink, batch_size: int = 10) -> None:
-    flow = Dataflow("alerts_test")
-    stream = op.input("inp", flow, TestingSource(items, batch_size=batch_size))
-    op.output("alerts_out", stream, sink)
-    run_main(flow)
-
-
-def factory(url: str, clients: list[WebhookClient], **kwargs: Any) -> Callable[[], WebhookClient]:
-    def make() -> WebhookClient:
-        kwargs.setdefault("sleep", lambda _s: None)
-        client = WebhookClient(url, secret=SECRET, **kwargs)
-        clients.append(client)
-        return client
-
-    return make
+# -- the alerting pipeline's JSON lines file -------------------------------------------------
+# Delivery (signed v4 payloads, retries under one idempotency key, a receiver that is down,
+# on_alert) is tested against the real pipeline in test_alerting_delivery.py.
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -257,141 +222,10 @@ DETECTIONS = [
 ]
 
 
-def test_sink_delivers_signed_v4_payload_and_jsonl(
-    http_receiver: HttpReceiver, tmp_path: Path
-) -> None:
-    registry = CollectorRegistry()
-    jsonl = tmp_path / "alerts.jsonl"
-    seen: list[dict[str, Any]] = []
-    clients: list[WebhookClient] = []
-    sink = AlertSink(
-        jsonl_path=str(jsonl),
-        webhook_factory=factory(http_receiver.url, clients),
-        registry=registry,
-        on_alert=seen.append,
-    )
-    run_flow(DETECTIONS, sink)
-
-    (request,) = http_receiver.wait_for(1)
-    assert request.method == "POST"
-    assert verify_signature(SECRET, request.headers, request.body)
-    payload = request.json()
-    assert payload["version"] == "4"
-    assert payload["status"] == "firing"
-    assert payload["receiver"] == "vigil"
-    assert payload["truncatedAlerts"] == 0
-    assert [a["labels"] for a in payload["alerts"]] == [
-        {
-            "alertname": "ssh_brute_force",
-            "feed": "security",
-            "entity": "203.0.113.7",
-            "severity": "high",
-        },
-        {
-            "alertname": "ssh_brute_force",
-            "feed": "security",
-            "entity": "198.51.100.1",
-            "severity": "high",
-        },
-        {
-            "alertname": "volume_spike",
-            "feed": "indicators",
-            "entity": "calls_311",
-            "severity": "warning",
-        },
-    ]
-    spike = payload["alerts"][2]["annotations"]
-    assert (spike["observed"], spike["expected"], spike["lower"], spike["upper"]) == (
-        "250",
-        "120",
-        "80",
-        "160",
-    )
-    assert payload["alerts"][1]["startsAt"] == "2023-11-14T22:13:25Z"
-    assert request.headers["idempotency-key"] == idempotency_key(payload["alerts"])
-
-    lines = read_jsonl(jsonl)
-    assert len(lines) == len(DETECTIONS)
-    assert lines == payload["alerts"] == seen
-
-    assert registry.get_sample_value(NOTIFICATIONS, {"sink": "webhook", "outcome": "ok"}) == 1
-    assert (
-        registry.get_sample_value(
-            ALERTS, {"feed": "security", "kind": "ssh_brute_force", "severity": "high"}
-        )
-        == 2
-    )
-    assert registry.get_sample_value(SINK_FAILURES, {"sink": "webhook", "reason": "http_5xx"}) in (
-        None,
-        0,
-    )
-    # build() created the client and close() released it.
-    (client,) = clients
-    assert client.post(b"{}", idempotency_key="late").reason == "closed"
-
-
-def test_sink_retries_503_and_receiver_gets_it_once(
-    http_receiver: HttpReceiver, tmp_path: Path
-) -> None:
-    registry = CollectorRegistry()
-    http_receiver.script([503, 503, 200])
-    sink = AlertSink(
-        jsonl_path=str(tmp_path / "alerts.jsonl"),
-        webhook_factory=factory(http_receiver.url, []),
-        registry=registry,
-    )
-    run_flow(DETECTIONS, sink)
-
-    assert [r.status for r in http_receiver.requests] == [503, 503, 200]
-    assert len({r.headers["idempotency-key"] for r in http_receiver.requests}) == 1
-    (body,) = http_receiver.accepted
-    assert len(json.loads(body)["alerts"]) == len(DETECTIONS)
-    assert registry.get_sample_value(NOTIFICATIONS, {"sink": "webhook", "outcome": "ok"}) == 1
-    assert (
-        registry.get_sample_value(SINK_FAILURES, {"sink": "webhook", "reason": "http_5xx"}) is None
-    )
-
-
-def test_replayed_batch_has_same_idempotency_key(
-    http_receiver: HttpReceiver, tmp_path: Path
-) -> None:
-    # At-least-once: a resumed dataflow replays its last epoch. The same batch must carry
-    # the same key, so a receiver that de-duplicates accepts it once.
-    registry = CollectorRegistry()
-    for _ in range(2):
-        sink = AlertSink(webhook_factory=factory(http_receiver.url, []), registry=registry)
-        run_flow(DETECTIONS, sink)
-    first, second = http_receiver.wait_for(2)
-    assert first.headers["idempotency-key"] == second.headers["idempotency-key"]
-    assert len(http_receiver.accepted) == 1
-    assert http_receiver.duplicates == 1
-
-
-def test_receiver_down_does_not_crash_the_flow(http_receiver: HttpReceiver, tmp_path: Path) -> None:
-    registry = CollectorRegistry()
-    http_receiver.down()
-    jsonl = tmp_path / "alerts.jsonl"
-    sink = AlertSink(
-        jsonl_path=str(jsonl),
-        webhook_factory=factory(http_receiver.url, [], max_attempts=3),
-        registry=registry,
-    )
-    run_flow(DETECTIONS[:2], sink, batch_size=1)  # two batches, two failed deliveries
-
-    assert (
-        registry.get_sample_value(SINK_FAILURES, {"sink": "webhook", "reason": "transport_error"})
-        == 2
-    )
-    assert (
-        registry.get_sample_value(NOTIFICATIONS, {"sink": "webhook", "outcome": "transport_error"})
-        == 2
-    )
-    # The other destinations still got every alert.
-    assert len(read_jsonl(jsonl)) == 2
-
-
-def test_jsonl_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
-    run_flow(DETECTIONS, AlertSink(jsonl_path="-", registry=CollectorRegistry()))
+def test_alerts_file_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    out = AlertsFile("-")
+    out.write([alert_from_detection(d) for d in DETECTIONS])
+    out.close()
     lines = capsys.readouterr().out.splitlines()
     assert [json.loads(line)["labels"]["entity"] for line in lines] == [
         "203.0.113.7",
@@ -400,52 +234,13 @@ def test_jsonl_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
     ]
 
 
-def test_jsonl_appends_one_line_per_alert_across_batches(tmp_path: Path) -> None:
+def test_alerts_file_appends_one_line_per_alert_across_batches(tmp_path: Path) -> None:
     jsonl = tmp_path / "alerts.jsonl"
     jsonl.write_text('{"earlier": true}\n')
-    run_flow(
-        DETECTIONS, AlertSink(jsonl_path=str(jsonl), registry=CollectorRegistry()), batch_size=1
-    )
+    out = AlertsFile(str(jsonl))
+    for d in DETECTIONS:
+        out.write([alert_from_detection(d)])
+    out.close()
     lines = read_jsonl(jsonl)
     assert lines[0] == {"earlier": True}
     assert len(lines) == 1 + len(DETECTIONS)
-
-
-def test_failures_are_counted_not_raised(http_receiver: HttpReceiver, tmp_path: Path) -> None:
-    registry = CollectorRegistry()
-
-    def broken_callback(alert: dict[str, Any]) -> None:
-        msg = "terminal gone"
-        raise RuntimeError(msg)
-
-    sink = AlertSink(
-        jsonl_path=str(tmp_path / "no-such-dir" / "alerts.jsonl"),  # cannot be opened
-        webhook_factory=factory(http_receiver.url, []),
-        registry=registry,
-        on_alert=broken_callback,
-    )
-    items = [detection(ts=float("nan")), *DETECTIONS]  # the first cannot become an alert
-    run_flow(items, sink)
-
-    def failures(sink_name: str, reason: str) -> float | None:
-        return registry.get_sample_value(SINK_FAILURES, {"sink": sink_name, "reason": reason})
-
-    assert failures("alerts", "invalid_detection") == 1
-    assert failures("jsonl", "io_error") == 1
-    assert failures("on_alert", "callback_error") == len(DETECTIONS)
-    # The webhook still got the valid alerts.
-    (body,) = http_receiver.accepted
-    assert len(json.loads(body)["alerts"]) == len(DETECTIONS)
-
-
-def test_metrics_are_labelled_by_bounded_sets_only(http_receiver: HttpReceiver) -> None:
-    registry = CollectorRegistry()
-    http_receiver.script([400])
-    sink = AlertSink(webhook_factory=factory(http_receiver.url, []), registry=registry)
-    run_flow(DETECTIONS, sink)
-    allowed = {"feed", "kind", "severity", "sink", "outcome", "reason"}
-    for metric in registry.collect():
-        for sample in metric.samples:
-            assert set(sample.labels) <= allowed
-            assert "203.0.113.7" not in sample.labels.values()
-    assert registry.get_sample_value(SINK_FAILURES, {"sink": "webhook", "reason": "http_4xx"}) == 1

@@ -1,4 +1,4 @@
-"""The running pipeline: engine + state store + outbox + delivery threads, and its bytewax sink.
+"""The running pipeline: engine + state store + outbox + delivery threads.
 
 One :class:`AlertingService` runs per process. Every bytewax worker's partition of
 :class:`AlertingSink` hands its detections to it; a ticker thread advances timers every
@@ -22,6 +22,9 @@ and is stored once when nothing new arrived. Delivery threads then send from the
 
 After a step, firing transitions are written to the alerts file and passed to
 ``on_alert`` (the CLI prints them), and transitions go to the audit log.
+
+Its bytewax sink is in :mod:`vigil.sinks.alerting.sink`, its metrics in
+:mod:`vigil.sinks.alerting.metrics` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -36,11 +39,10 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 import orjson
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from typing_extensions import override
+from prometheus_client import REGISTRY, CollectorRegistry
 from vigil.sinks.alerting.delivery import Integration
 from vigil.sinks.alerting.engine import AlertEngine, Observation
+from vigil.sinks.alerting.metrics import LATENCY_BUCKETS, AlertingMetrics  # noqa: F401
 from vigil.sinks.alerting.model import Notification, Silence, Transition
 from vigil.sinks.alerting.outbox import (
     Dispatcher,
@@ -50,25 +52,15 @@ from vigil.sinks.alerting.outbox import (
     RetryPolicy,
     SendResult,
 )
+from vigil.sinks.alerting.sink import AlertingSink  # noqa: F401 (re-exported)
 from vigil.sinks.alerting.store import RedisStore, StateStore
 from vigil.sinks.alerts import alert_from_detection
 from vigil.sinks.audit import JsonlAuditLog, audit_record
 from vigil.sinks.jsonl import open_append
-from vigil.sinks.prometheus import (
-    ALERTING_ALERTS,
-    ALERTING_DELIVERIES,
-    ALERTING_DELIVERY_LATENCY,
-    ALERTING_NOTIFICATIONS,
-    ALERTING_OUTBOX_DEPTH,
-    SINK_FAILURES,
-    get_or_create,
-)
 
 from vigil.records import Detection, Watermark
 
 log = logging.getLogger(__name__)
-
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
 
 class SideChannel(Protocol):
@@ -80,89 +72,6 @@ class SideChannel(Protocol):
     def on_transitions(self, transitions: Iterable[Transition]) -> list[OutboxItem]: ...
     def send(self, item: OutboxItem) -> SendResult: ...
     def close(self) -> None: ...
-
-
-class AlertingMetrics:
-    """The pipeline's Prometheus metrics (names in :mod:`vigil.sinks.prometheus`)."""
-
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        self.alerts = get_or_create(
-            Gauge,
-            ALERTING_ALERTS,
-            "Alerts by lifecycle state, severity and agency (at most 50 agencies, then other).",
-            ("state", "severity", "agency"),
-            registry,
-        )
-        self._shown: set[tuple[str, str, str]] = set()
-        self._states_at = 0.0
-        self.notifications = get_or_create(
-            Counter,
-            ALERTING_NOTIFICATIONS,
-            "Notifications decided, by receiver and reason.",
-            ("receiver", "reason"),
-            registry,
-        )
-        self.outbox = get_or_create(
-            Gauge,
-            ALERTING_OUTBOX_DEPTH,
-            "Outbox items by state (pending, dead).",
-            ("state",),
-            registry,
-        )
-        self.deliveries = get_or_create(
-            Counter,
-            ALERTING_DELIVERIES,
-            "Delivery attempts by receiver, kind, outcome, reason.",
-            ("receiver", "kind", "outcome", "reason"),
-            registry,
-        )
-        try:
-            self.latency = Histogram(
-                ALERTING_DELIVERY_LATENCY,
-                "Seconds from detection to the receiver's 2xx.",
-                ("receiver",),
-                registry=registry,
-                buckets=LATENCY_BUCKETS,
-            )
-        except ValueError:
-            self.latency = get_or_create(
-                Histogram, ALERTING_DELIVERY_LATENCY, "", ("receiver",), registry
-            )
-        self.failures = get_or_create(
-            Counter,
-            SINK_FAILURES,
-            "Alert deliveries that failed, by destination and reason.",
-            ("sink", "reason"),
-            registry,
-        )
-
-    def delivered(self, item: OutboxItem, latency_s: float) -> None:
-        self.deliveries.labels(item.receiver, item.kind, "delivered", "ok").inc()
-        self.latency.labels(item.receiver).observe(latency_s)
-
-    def failed(self, item: OutboxItem, outcome: str, reason: str) -> None:
-        self.deliveries.labels(item.receiver, item.kind, outcome, reason).inc()
-        if outcome == "dead_lettered":
-            self.failures.labels(item.kind, reason).inc()
-
-    def depth(self, pending: int, dead: int) -> None:
-        self.outbox.labels("pending").set(pending)
-        self.outbox.labels("dead").set(dead)
-
-    def states(self, counts: Mapping[tuple[str, str, str], int]) -> None:
-        """Set the alerts gauge; label sets that no longer occur are removed."""
-        for key, n in counts.items():
-            self.alerts.labels(*key).set(n)
-        for key in self._shown - set(counts):
-            self.alerts.remove(*key)
-        self._shown = set(counts)
-
-    def states_due(self, now: float, every_s: float = 1.0) -> bool:
-        """At most one gauge refresh per ``every_s`` (counting walks every alert)."""
-        if now - self._states_at < every_s:
-            return False
-        self._states_at = now
-        return True
 
 
 class AlertsFile:
@@ -607,58 +516,3 @@ class AlertingService:
 
 def _with_wall(ob: Observation, wall: float) -> Observation:
     return Observation(ob.labels, ob.annotations, ob.ts, ob.start, ob.hold_s, ob.domain, wall)
-
-
-# ---------------------------------------------------------------------------- bytewax sink
-class AlertingSink(DynamicSink["Detection | Watermark"]):
-    """Every worker's detections go to one :class:`AlertingService` per process.
-
-    The service is created by ``factory`` when the first partition is built and closed
-    when the last one is (so a finite run flushes and drains before it ends).
-    """
-
-    def __init__(self, factory: Callable[[], AlertingService]) -> None:
-        self.factory = factory
-        self._service: AlertingService | None = None
-        self._refs = 0
-        self._guard = threading.Lock()
-
-    def acquire(self) -> AlertingService:
-        with self._guard:
-            if self._service is None:
-                self._service = self.factory()
-                self._service.start()
-            self._refs += 1
-            return self._service
-
-    def release(self) -> None:
-        with self._guard:
-            self._refs -= 1
-            if self._refs > 0 or self._service is None:
-                return
-            service, self._service = self._service, None
-        service.close()
-
-    @override
-    def build(
-        self, step_id: str, worker_index: int, worker_count: int
-    ) -> StatelessSinkPartition[Detection | Watermark]:
-        return _AlertingPartition(self)
-
-
-class _AlertingPartition(StatelessSinkPartition["Detection | Watermark"]):
-    def __init__(self, sink: AlertingSink) -> None:
-        self._sink = sink
-        self._service = sink.acquire()
-
-    @override
-    def write_batch(self, items: list[Detection | Watermark]) -> None:
-        try:
-            self._service.observe(items)
-        except Exception:  # a sink must not stop the dataflow
-            log.exception("alerting: could not process %d detection(s)", len(items))
-            self._service.metrics.failures.labels("alerting", "internal_error").inc()
-
-    @override
-    def close(self) -> None:
-        self._sink.release()
