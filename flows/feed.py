@@ -27,7 +27,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
+from bytewax.outputs import Sink
 from prometheus_client import CollectorRegistry
 from vigil.flows.config.base import Frozen
 from vigil.flows.errors import ConfigError
@@ -79,6 +81,34 @@ class FeedIO:
         if m is None:
             m = self.metrics[flow_name] = FlowMetrics(flow_name, registry=self.registry)
         return MetricsSink(m)
+
+
+class Routed(Protocol):
+    """What :func:`standalone_flow` routes: detections (no watermarks) and dead letters."""
+
+    @property
+    def detections(self) -> Stream[Detection]: ...
+    @property
+    def dead(self) -> Stream[DeadLetter]: ...
+
+
+def standalone_flow(
+    name: str,
+    add: Callable[[Dataflow], Routed],
+    alert_sink: Sink[Detection],
+    dead_sink: Sink[DeadLetter],
+) -> Dataflow:
+    """One feed's dataflow on its own, for tests and replays (each feed's ``build_flow``).
+
+    A new ``Dataflow(name)``; ``add`` adds the feed's steps (and any outputs of its own)
+    and returns its streams; detections go to ``alert_sink`` (step ``alerts_out``) and
+    dead letters to ``dead_sink`` (step ``dead_out``).
+    """
+    flow = Dataflow(name)
+    s = add(flow)
+    op.output("alerts_out", s.detections, alert_sink)
+    op.output("dead_out", s.dead, dead_sink)
+    return flow
 
 
 class Feed(Protocol):

@@ -1,6 +1,7 @@
 """The indicator feed: numeric series in, baselines, bands and anomaly alerts out.
 
-Modules: ``config`` (its section), ``flow`` (parsing, detectors per series; ``attach``).
+Modules: ``config`` (its section), ``records``, ``parsing`` (lines to points),
+``detection`` (detectors per series), ``flow`` (the dataflow; ``attach``).
 """
 
 from __future__ import annotations

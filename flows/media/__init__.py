@@ -2,7 +2,8 @@
 
 Modules: ``config`` (its section), ``records``, ``inputs`` (RSS, HTTP, recorded posts),
 ``text`` (folding, watch list, near-duplicates), ``sentiment``, ``analysis`` (stories,
-volumes, surges), ``metrics``, ``flow`` (``attach``), ``cli`` (``vigil train sentiment``).
+volumes, surges), ``episodes`` (buckets, episodes, evidence), ``stories`` (term baselines,
+emerging stories), ``metrics``, ``flow`` (``attach``), ``cli`` (``vigil train sentiment``).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 from vigil.flows.config.base import input_step_ids
-from vigil.flows.feed import FeedIO
+from vigil.flows.feed import FeedIO, standalone_flow
 from vigil.flows.guard import guard_batch, guard_logic
 from vigil.flows.media.analysis import FEED, MediaAnalyzer, MediaSnapshot
 from vigil.flows.media.config import MediaConfig
@@ -398,8 +398,9 @@ def build_flow(
     environ: Mapping[str, str] | None = None,
 ) -> Dataflow:
     """The media dataflow alone. Opens nothing itself: sources and sinks are passed in."""
-    flow = Dataflow(name)
-    s = attach_sources(flow, cfg, sources, metrics_sink, environ=environ)
-    op.output("alerts_out", s.detections, alert_sink)
-    op.output("dead_out", s.dead, dead_sink)
-    return flow
+    return standalone_flow(
+        name,
+        lambda flow: attach_sources(flow, cfg, sources, metrics_sink, environ=environ),
+        alert_sink,
+        dead_sink,
+    )

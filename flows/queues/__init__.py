@@ -1,8 +1,9 @@
 """The public-service queue feed: request lifecycles in, queue metrics and alerts out.
 
 Modules: ``config`` (its section), ``records``, ``mapping`` (a portal's rows to events),
-``calendar`` (working days), ``state`` (per-agency queues and detectors), ``flow``
-(``attach``), ``cli`` (``vigil report service-queues``).
+``calendar`` (working days), ``state`` (per-agency queues and detectors), ``agency``
+(per-agency window accounting), ``rules`` (its detection rules), ``flow`` (``attach``),
+``cli`` (``vigil report service-queues``).
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 from vigil.flows.config.base import input_step_ids, shard_of
-from vigil.flows.feed import FeedIO
+from vigil.flows.feed import FeedIO, standalone_flow
 from vigil.flows.guard import guard_batch, guard_logic
 from vigil.flows.queues.calendar import WorkCalendar, read_holidays
 from vigil.flows.queues.config import QueueFileInput, ServiceQueuesConfig
@@ -272,12 +272,13 @@ def build_flow(
     name: str = "vigil_queues",
 ) -> Dataflow:
     """The queue dataflow on its own; sources and sinks are passed in."""
-    flow = Dataflow(name)
-    s = attach_sources(flow, cfg, sources)
-    op.output("alerts_out", s.detections, alert_sink)
-    op.output("dead_out", s.dead, dead_sink)
-    op.output("stats_out", s.stats, stats_sink)
-    return flow
+
+    def add(flow: Dataflow) -> QueueStreams:
+        s = attach_sources(flow, cfg, sources)
+        op.output("stats_out", s.stats, stats_sink)
+        return s
+
+    return standalone_flow(name, add, alert_sink, dead_sink)
 
 
 def replay(

@@ -1,0 +1,313 @@
+"""Term baselines and emerging stories of the media analyzer (no bytewax here).
+
+Every term counts the stories using it per bucket; a term bursts against its own decayed
+baseline, bursting terms that co-occur form one :class:`~vigil.flows.media.records.EmergingStory`
+and one that touches a watched entity is a hot issue (see :mod:`vigil.flows.media.analysis`).
+A mixin of :class:`~vigil.flows.media.analysis.MediaAnalyzer`, in its own module so the
+analyzer keeps input, windows, volume and negative share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter, deque
+from typing import Any
+
+from vigil.flows.media.episodes import (
+    FEED,
+    _Bucket,
+    _Episodes,
+    _evidence,
+    _fmt,
+    _host,
+    _ongoing,
+    _Origin,
+    _publishers,
+    _top,
+)
+from vigil.flows.media.records import EmergingStory, MediaTally
+
+from vigil.records import Detection
+
+_TOTAL = "\x00stories"  # the baseline of all stories, kept beside the terms'
+
+
+class _StoryTerms(_Episodes):
+    """The term and emerging-story steps of :class:`~vigil.flows.media.analysis.MediaAnalyzer`."""
+
+    names: dict[str, str]
+    entities: tuple[str, ...]
+    _first: float | None
+    _neg_k: int
+    _hot_k: int
+    _term_decay: float
+    _term_window: deque[_Bucket]
+    _window_terms: Counter[str]
+    _term_base: dict[str, tuple[float, int]]
+    _base_weight: float
+    _n_closed: int
+    _active_stories: dict[str, float]
+    _top_terms: tuple[tuple[str, float], ...]
+
+    def _recent_buckets(self, k: int) -> list[_Bucket]:
+        return list(self._term_window)[-k:]
+
+    def _top_negative_terms(
+        self, e: str, window: list[_Bucket], n: int = 8
+    ) -> tuple[list[tuple[str, float]], Counter[str]]:
+        """The ``n`` terms of ``e``'s negative items most above their usual rate, and the
+        count of every term."""
+        c: Counter[str] = Counter()
+        for bk in window:
+            t = bk.neg_terms.get(e)
+            if t:
+                c.update(t)
+        scored = []
+        for term, cnt in c.items():
+            if cnt < 2:
+                continue
+            exp = self._expected_rate(term) * self._neg_k
+            scored.append((term, cnt / math.sqrt(1.0 + exp)))
+        scored.sort(key=lambda x: (-x[1], x[0]))
+        return _drop_nested(scored, n), c
+
+    # ---- terms and emerging stories
+    def _expected_rate(self, term: str) -> float:
+        """Stories per bucket expected for ``term`` from its baseline (debiased)."""
+        rb = self._term_base.get(term)
+        if rb is None or self._base_weight <= 0.0:
+            return 0.0
+        rate, idx = rb
+        gap = self._n_closed - idx
+        return float(rate * self._term_decay**gap / self._base_weight)
+
+    def _raw_rate(self, term: str) -> float:
+        rb = self._term_base.get(term)
+        if rb is None:
+            return 0.0
+        return float(rb[0] * self._term_decay ** (self._n_closed - rb[1]))
+
+    def _terms_step(self, b: float, end: float, bucket: _Bucket, out: list[Any]) -> None:
+        hi = self.cfg.rules.hot_issue
+        # The bucket enters the window; the oldest leaves it for the baseline.
+        self._term_window.append(bucket)
+        self._window_terms.update(bucket.terms)
+        keep = max(self._hot_k, self._neg_k)
+        d = self._term_decay
+        # Term rates decay once per closed bucket, and so does the total weight of the
+        # buckets learned, which divides them (an EWMA started from zero is debiased).
+        self._base_weight *= d
+        while len(self._term_window) > keep:
+            self._learn_terms(self._term_window.popleft())
+            self._base_weight += 1 - d
+        if not hi.enabled or self._first is None or end - self._first < hi.warmup_s:
+            return
+        counts = self._hot_counts()
+        # Expected count = the term's usual share of stories x stories in this window: a
+        # busier hour (time of day, a new source coming online) raises every term alike
+        # and is not a story.
+        n_window = sum(len(bk.stories) for bk in self._recent_buckets(self._hot_k))
+        total_rate = self._raw_rate(_TOTAL)
+        bursting: dict[str, float] = {}
+        for term, w in counts.items():
+            if w < hi.min_stories:
+                continue
+            share = self._raw_rate(term) / total_rate if total_rate > 0 else 0.0
+            exp = max(share * n_window, hi.min_expected)
+            z = (w - exp) / math.sqrt(exp)
+            if w >= hi.ratio * exp and z >= hi.z:
+                bursting[term] = z
+        top = tuple(sorted(bursting.items(), key=lambda x: -x[1])[: self.cfg.top_terms])
+        if top != self._top_terms:
+            self._top_terms = top
+            out.append(MediaTally(top_terms=tuple((t, round(s, 2)) for t, s in top)))
+        if not bursting:
+            return
+        for story in self._group(bursting, end):
+            out.append(story)
+            if story.new:
+                out.append(MediaTally(emerging=1))
+            self._hot_issue(story, end, out)
+
+    def _hot_counts(self) -> Counter[str]:
+        if len(self._term_window) <= self._hot_k:
+            return self._window_terms
+        c: Counter[str] = Counter()
+        for bk in self._recent_buckets(self._hot_k):
+            c.update(bk.terms)
+        return c
+
+    def _learn_terms(self, old: _Bucket) -> None:
+        """A bucket leaving the window updates the baseline rate of the terms it holds."""
+        self._window_terms.subtract(old.terms)
+        for t in old.terms:
+            if self._window_terms[t] <= 0:
+                del self._window_terms[t]
+        d = self._term_decay
+        idx = self._n_closed
+        base = self._term_base
+        for t, c in (*old.terms.items(), (_TOTAL, len(old.stories))):
+            rb = base.get(t)
+            rate = 0.0 if rb is None else rb[0] * d ** (idx - rb[1])
+            base[t] = (rate + (1 - d) * c, idx)
+        cap = self.cfg.rules.hot_issue.max_terms
+        if len(base) > cap * 1.2:
+            # Forget the rarest terms (by decayed rate), keeping ``cap``.
+            ranked = sorted(base.items(), key=lambda kv: kv[1][0] * d ** (idx - kv[1][1]))
+            for t, _ in ranked[: len(base) - cap]:
+                if t != _TOTAL:
+                    del base[t]
+
+    def _group(self, bursting: dict[str, float], end: float) -> list[EmergingStory]:
+        """Bursting terms that co-occur in the window's stories, as emerging stories."""
+        hi = self.cfg.rules.hot_issue
+        refs = [r for bk in self._recent_buckets(self._hot_k) for r in bk.stories]
+        counts = self._hot_counts()
+        parent = {t: t for t in bursting}
+
+        def find(t: str) -> str:
+            while parent[t] != t:
+                parent[t] = parent[parent[t]]
+                t = parent[t]
+            return t
+
+        pairs: Counter[tuple[str, str]] = Counter()
+        for r in refs:
+            ts = sorted(r.terms.intersection(bursting))
+            for i in range(len(ts)):
+                for j in range(i + 1, len(ts)):
+                    pairs[(ts[i], ts[j])] += 1
+        for (a, c), n in pairs.items():
+            if n >= max(2, 0.5 * min(counts[a], counts[c])):
+                ra, rc = find(a), find(c)
+                if ra != rc:
+                    parent[ra] = rc
+        groups: dict[str, list[str]] = {}
+        for t in bursting:
+            groups.setdefault(find(t), []).append(t)
+        out: list[EmergingStory] = []
+        for terms in groups.values():
+            # A phrase that bursts about as much as its words says more: show it first.
+            terms.sort(key=lambda t: -bursting[t] * (1.25 if " " in t else 1.0))
+            tset = set(terms)
+            members = [r for r in refs if r.terms & tset]
+            if len(members) < hi.min_stories:
+                continue
+            lead = terms[0]
+            ents: Counter[str] = Counter()
+            for r in members:
+                ents.update(r.entities)
+            members.sort(key=lambda r: (-len(r.terms & tset), -r.ts))
+            heads: list[tuple[str, str]] = []
+            for r in members:
+                h = (r.title, r.url)
+                if h not in heads:
+                    heads.append(h)
+                if len(heads) >= hi.examples:
+                    break
+            shown = _drop_nested_terms(terms)
+            origins: Counter[_Origin] = Counter((r.source, _host(r.url)) for r in members)
+            seen = self._active_stories.get(lead)
+            new = seen is None or end - seen > hi.window_s
+            self._active_stories[lead] = end
+            sid = (
+                "e"
+                + hashlib.blake2b(
+                    f"{lead}@{end if new else seen}".encode(), digest_size=6
+                ).hexdigest()
+            )
+            out.append(
+                EmergingStory(
+                    story_id=sid,
+                    ts=end,
+                    window_s=hi.window_s,
+                    terms=tuple((t, round(bursting[t], 2)) for t in shown[:8]),
+                    stories=len(members),
+                    entities=tuple(ents.most_common()),
+                    headlines=tuple(heads),
+                    new=new,
+                    term_counts=_top({t: counts[t] for t in shown}),
+                    publishers=_publishers(origins),
+                    inputs=tuple(sorted({src for src, _ in origins if src})),
+                    first_seen=min(r.ts for r in members),
+                )
+            )
+        if len(self._active_stories) > 10_000:
+            horizon = end - 2 * hi.window_s
+            self._active_stories = {t: s for t, s in self._active_stories.items() if s >= horizon}
+        return out
+
+    def _hot_issue(self, story: EmergingStory, end: float, out: list[Any]) -> None:
+        hi = self.cfg.rules.hot_issue
+        watched = set(self.entities)
+        for e, n in story.entities:
+            if e not in watched or n < max(2, hi.min_entity_share * story.stories):
+                continue
+            ep = self._report(
+                "media_hot_issue",
+                e,
+                end,
+                float(story.stories),
+                hi.window_s,
+                end - hi.window_s if story.first_seen is None else story.first_seen,
+            )
+            if ep is None:
+                continue
+            name = self.names.get(e, e)
+            terms = ", ".join(t for t, _ in story.terms[:5])
+            out.append(
+                Detection(
+                    kind="media_hot_issue",
+                    entity=e,
+                    severity=hi.severity,
+                    ts=end,
+                    observed=float(story.stories),
+                    threshold=float(hi.min_stories),
+                    window_s=hi.window_s,
+                    feed=FEED,
+                    summary=f"Emerging story about {name}: {terms}",
+                    description=(
+                        f"{story.stories} stories within {_fmt(hi.window_s)} s share bursting "
+                        f"terms ({terms}); {n} of them mention {name}. "
+                        + _ongoing(ep, end, lambda v: f"{_fmt(v)} stories")
+                        + f"First headline: {story.headlines[0][0] if story.headlines else '-'}"
+                    ),
+                    **self._episode_fields(ep),
+                    evidence=_evidence(
+                        ("terms", story.term_counts[:10]),
+                        ("sources", story.publishers),
+                        ("entities", _top(dict(story.entities))),
+                    ),
+                    log_source=",".join(story.inputs),
+                    extra=(
+                        ("story_id", story.story_id),
+                        ("top_terms", ", ".join(t for t, _ in story.terms)),
+                        *(
+                            (f"headline_{i + 1}", title)
+                            for i, (title, _url) in enumerate(story.headlines)
+                        ),
+                        *(
+                            (f"link_{i + 1}", url)
+                            for i, (_title, url) in enumerate(story.headlines)
+                            if url
+                        ),
+                    ),
+                )
+            )
+
+
+def _drop_nested(scored: list[tuple[str, float]], n: int) -> list[tuple[str, float]]:
+    """Keep the top ``n`` terms, skipping a word already shown inside a better phrase."""
+    out: list[tuple[str, float]] = []
+    for t, s in scored:
+        if any(t in o.split(" ") or o in t.split(" ") for o, _ in out):
+            continue
+        out.append((t, s))
+        if len(out) >= n:
+            break
+    return out
+
+
+def _drop_nested_terms(terms: list[str]) -> list[str]:
+    return [t for t, _ in _drop_nested([(t, 0.0) for t in terms], len(terms))]
