@@ -47,22 +47,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from vigil.sinks.prometheus import ALERTS, NOTIFICATIONS, SINK_FAILURES
-
 from vigil.records import Detection
 
 __all__ = [
-    "ALERTS",
-    "METRIC_NAMES",
-    "NOTIFICATIONS",
-    "SINK_FAILURES",
     "alert_from_detection",
     "idempotency_key",
     "webhook_payload",
 ]
-
-# Metric names live in sinks.prometheus with all the others (dashboards import them there).
-METRIC_NAMES: tuple[str, ...] = (ALERTS, NOTIFICATIONS, SINK_FAILURES)
 
 #: Alertmanager's "zero" time: the alert has no known end.
 ZERO_TIME = "0001-01-01T00:00:00Z"

@@ -23,10 +23,16 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     start_http_server,
 )
 
 from vigil.records import DeadLetter, Detection, SeriesPoint, Tally
+
+# No ``_created`` series: each counter and histogram would carry a second gauge (329 on
+# the demo's page) that Prometheus ignores unless created-timestamp ingestion is on, and
+# that clutters Grafana's metric browser. Counter resets are detected without them.
+disable_created_metrics()
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +51,6 @@ EVENT_TIME = "vigil_event_time_seconds"
 LAST_BATCH = "vigil_last_batch_timestamp_seconds"
 #: Detector latency: wall time a detection step spent on one batch, by ``flow`` and ``step``.
 DETECTOR_SECONDS = "vigil_detector_seconds"
-#: Alerts produced, by ``feed``, ``kind`` and ``severity`` (sinks.alerts).
-ALERTS = "vigil_alerts_total"
-#: Webhook deliveries, by ``sink`` and ``outcome`` (a ``DeliveryResult.reason``).
-NOTIFICATIONS = "vigil_notifications_total"
 #: Failures of any alert destination, by ``sink`` and a stable ``reason``.
 SINK_FAILURES = "vigil_sink_failures_total"
 #: Media flow (flows/media/metrics.py): mentions by ``entity``, ``source``, ``sentiment``.
@@ -60,7 +62,6 @@ MEDIA_STORIES = "vigil_media_emerging_stories_total"
 #: The top bursting terms (``rank``, ``term``; at most ``top_k`` label sets): z-score.
 MEDIA_TOP_TERMS = "vigil_media_top_term_score"
 #: Media items per second (wall clock) over the last few seconds of processing.
-MEDIA_ITEMS_RATE = "vigil_media_items_per_second"
 
 #: Public-service queues (sinks/queues.py), by ``agency`` and ``service`` (``_all`` = the
 #: agency as a whole; both folded to a configured top-N, beyond it ``other``).
@@ -104,14 +105,11 @@ METRIC_NAMES: tuple[str, ...] = (
     EVENT_TIME,
     LAST_BATCH,
     DETECTOR_SECONDS,
-    ALERTS,
-    NOTIFICATIONS,
     SINK_FAILURES,
     MEDIA_MENTIONS,
     MEDIA_ITEMS,
     MEDIA_STORIES,
     MEDIA_TOP_TERMS,
-    MEDIA_ITEMS_RATE,
     QUEUE_ARRIVALS,
     QUEUE_COMPLETIONS,
     QUEUE_CHANNEL_ARRIVALS,
@@ -227,7 +225,7 @@ class FlowMetrics:
             Gauge,
             TOP_OFFENDER,
             "Top-K offenders per detection kind (summed observed values); bounded label set.",
-            ("kind", "rank", "entity"),
+            ("kind", "entity"),
             r,
         )
         self.event_time = get_or_create(
@@ -255,7 +253,12 @@ class FlowMetrics:
         self.total_detections = 0
         self._newest = 0.0
         self._sketches: dict[str, frequent_strings_sketch] = {}
-        self._shown: dict[str, set[tuple[str, str]]] = {}
+        self._shown: dict[str, set[str]] = {}
+        # Series a dashboard divides by exist at 0, so a ratio panel shows 0 rather than
+        # "no data": late events from start-up, both line outcomes of a format from its
+        # first line on (see record).
+        self.late.labels(flow)
+        self._formats: set[str] = set()
 
     def record(self, items: list[Any]) -> None:
         """Account for a batch of telemetry records of any kind the flows emit."""
@@ -266,6 +269,11 @@ class FlowMetrics:
         for it in items:
             t = type(it)
             if t is Tally:
+                for fmt, _ in it.lines:
+                    if fmt not in self._formats:
+                        self._formats.add(fmt)
+                        for outcome in ("parsed", "dead_lettered"):
+                            self.lines.labels(f, fmt, outcome)
                 for (fmt, outcome), n in it.lines.items():
                     self.lines.labels(f, fmt, outcome).inc(n)
                     self.total_lines += n
@@ -317,11 +325,13 @@ class FlowMetrics:
             sk = self._sketches[kind]
             items = sk.get_frequent_items(frequent_items_error_type.NO_FALSE_NEGATIVES)
             items = sorted(items, key=lambda x: -x[1])[: self.top_k]
-            shown = {(str(i + 1), e[0]) for i, e in enumerate(items)}
-            for rank, entity in self._shown.get(kind, set()) - shown:
-                self.top.remove(kind, rank, entity)
-            for i, (entity, est, _lb, _ub) in enumerate(items):
-                self.top.labels(kind, str(i + 1), entity).set(est)
+            # No rank label: a rank that changes hands would start a new series each
+            # time; a dashboard ranks with topk() instead.
+            shown = {e[0] for e in items}
+            for entity in self._shown.get(kind, set()) - shown:
+                self.top.remove(kind, entity)
+            for entity, est, _lb, _ub in items:
+                self.top.labels(kind, entity).set(est)
             self._shown[kind] = shown
 
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from typing import Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 from vigil.sinks.prometheus import (
     QUEUE_ARRIVALS,
     QUEUE_BACKLOG,
@@ -81,13 +84,7 @@ class QueueMetrics:
             lab,
             r,
         )
-        self.processing = get_or_create(
-            Gauge,
-            QUEUE_PROCESSING,
-            "Processing-time quantiles over the trailing window (KLL sketch).",
-            ("agency", "service", "quantile"),
-            r,
-        )
+        self.processing = ProcessingQuantiles.on(r)
 
     def record(self, items: list[Any]) -> None:
         latest: dict[tuple[str, str], QueueStats] = {}
@@ -109,10 +106,56 @@ class QueueMetrics:
             self.overdue.labels(agency, svc).set(s.overdue)
             if not math.isnan(s.on_time_rate):
                 self.on_time.labels(agency, svc).set(s.on_time_rate)
-            for q, attr in _QUANTILES:
-                v = getattr(s, attr)
-                if not math.isnan(v):
-                    self.processing.labels(agency, svc, q).set(v)
+            qs = {q: getattr(s, attr) for q, attr in _QUANTILES}
+            self.processing.set(agency, svc, {q: v for q, v in qs.items() if not math.isnan(v)})
+
+
+class ProcessingQuantiles(Collector):
+    """``vigil_queue_processing_seconds`` as a summary: the trailing window's quantiles
+    (from the flow's KLL sketch), one series per agency, service and ``quantile``.
+
+    A gauge cannot carry a ``quantile`` label (``promtool check metrics`` rejects it), and
+    a prometheus_client ``Summary`` computes no quantiles, so this collector exposes the
+    sketch's own. No ``_sum``/``_count``: completions are ``vigil_queue_completions_total``.
+    One per registry (:meth:`on`).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, str], dict[str, float]] = {}
+
+    @classmethod
+    def on(cls, registry: CollectorRegistry) -> ProcessingQuantiles:
+        with _REGISTERING:
+            existing = getattr(registry, "_names_to_collectors", {}).get(QUEUE_PROCESSING)
+            if isinstance(existing, cls):
+                return existing
+            c = cls()
+            registry.register(c)
+            return c
+
+    def describe(self) -> list[Metric]:
+        return [Metric(QUEUE_PROCESSING, _PROCESSING_DOC, "summary")]
+
+    def set(self, agency: str, service: str, quantiles: dict[str, float]) -> None:
+        if quantiles:
+            with self._lock:
+                self._values[(agency, service)] = dict(quantiles)
+
+    def collect(self) -> list[Metric]:
+        m = Metric(QUEUE_PROCESSING, _PROCESSING_DOC, "summary")
+        with self._lock:
+            items = sorted(self._values.items())
+        for (agency, service), qs in items:
+            for q, v in sorted(qs.items()):
+                m.add_sample(
+                    QUEUE_PROCESSING, {"agency": agency, "service": service, "quantile": q}, v
+                )
+        return [m]
+
+
+_PROCESSING_DOC = "Processing-time quantiles over the trailing window (KLL sketch)."
+_REGISTERING = threading.Lock()
 
 
 class QueueMetricsSink(DynamicSink[QueueStats]):

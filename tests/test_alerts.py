@@ -11,10 +11,6 @@ import orjson
 import pytest
 from vigil.sinks.alerting.service import AlertsFile
 from vigil.sinks.alerts import (
-    ALERTS,
-    METRIC_NAMES,
-    NOTIFICATIONS,
-    SINK_FAILURES,
     alert_from_detection,
     idempotency_key,
     webhook_payload,
@@ -181,18 +177,6 @@ def test_idempotency_key_is_order_independent_and_content_bound() -> None:
     assert idempotency_key([a, b]) == idempotency_key([b, a])
     assert idempotency_key([a]) != idempotency_key([a, b])
     assert re.fullmatch(r"[0-9a-f]{64}", idempotency_key([a]))
-
-
-# -- metrics -----------------------------------------------------------------------------------
-
-
-def test_metric_names() -> None:
-    assert METRIC_NAMES == (
-        "vigil_alerts_total",
-        "vigil_notifications_total",
-        "vigil_sink_failures_total",
-    )
-    assert (ALERTS, NOTIFICATIONS, SINK_FAILURES) == METRIC_NAMES
 
 
 # -- the alerting pipeline's JSON lines file -------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +23,6 @@ from typing_extensions import override
 from vigil.flows.media.records import EmergingStory, MediaTally
 from vigil.sinks.prometheus import (
     MEDIA_ITEMS,
-    MEDIA_ITEMS_RATE,
     MEDIA_MENTIONS,
     MEDIA_STORIES,
     MEDIA_TOP_TERMS,
@@ -59,7 +57,7 @@ class MediaMetrics:
     >>> reg.get_sample_value("vigil_media_mentions_total",
     ...     {"entity": "vl", "source": "press", "sentiment": "negative"})
     3.0
-    >>> reg.get_sample_value("vigil_media_top_term_score", {"rank": "1", "term": "ngap"})
+    >>> reg.get_sample_value("vigil_media_top_term_score", {"term": "ngap"})
     5.0
     """
 
@@ -96,20 +94,16 @@ class MediaMetrics:
             Gauge,
             MEDIA_TOP_TERMS,
             "Top bursting terms by z-score; bounded label set.",
-            ("rank", "term"),
+            ("term",),
             r,
         )
-        self.rate = get_or_create(
-            Gauge, MEDIA_ITEMS_RATE, "Media items processed per second (wall clock).", (), r
-        )
         self._lock = threading.Lock()
-        self._shown: set[tuple[str, str]] = set()
-        self._recent: deque[tuple[float, int]] = deque()
+        self._shown: set[str] = set()
 
     def record(self, items: list[Any]) -> None:
         """Account for a batch of telemetry of the media flow."""
         common: list[Any] = []
-        n_items = 0
+
         for it in items:
             t = type(it)
             if t is MediaTally:
@@ -117,7 +111,7 @@ class MediaMetrics:
                     self.mentions.labels(e, src, sent).inc(n)
                 for (src, kind), n in it.items.items():
                     self.items.labels(src, kind).inc(n)
-                    n_items += n
+
                 if it.late:
                     self.flow.late.labels(self.flow.flow).inc(it.late)
                 if it.emerging:
@@ -130,17 +124,6 @@ class MediaMetrics:
                 common.append(it)  # Tally, DeadLetter, Detection, SeriesPoint
         if common:
             self.flow.record(common)
-        if n_items:
-            self._rate(n_items)
-
-    def _rate(self, n: int) -> None:
-        with self._lock:
-            now = self.now()
-            self._recent.append((now, n))
-            while self._recent and now - self._recent[0][0] > 10.0:
-                self._recent.popleft()
-            span = max(now - self._recent[0][0], 1.0)
-            self.rate.set(sum(k for _, k in self._recent) / span)
 
     def _publish_top(self, top: tuple[tuple[str, float], ...]) -> None:
         if not top:
@@ -148,11 +131,12 @@ class MediaMetrics:
             # should say what the last story was about, not go blank).
             return
         with self._lock:
-            shown = {(str(i + 1), t) for i, (t, _) in enumerate(top[: self.top_k])}
-            for rank, term in self._shown - shown:
-                self.top.remove(rank, term)
-            for i, (term, score) in enumerate(top[: self.top_k]):
-                self.top.labels(str(i + 1), term).set(score)
+            # No rank label (a rank changing hands would start new series): topk() ranks.
+            shown = {t for t, _ in top[: self.top_k]}
+            for term in self._shown - shown:
+                self.top.remove(term)
+            for term, score in top[: self.top_k]:
+                self.top.labels(term).set(score)
             self._shown = shown
 
 

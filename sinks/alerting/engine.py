@@ -281,19 +281,20 @@ class AlertEngine(Lifecycle, Notifier):
         """Alerts counted by (state, severity, agency-or-team), for a bounded gauge.
 
         Beyond ``max_agencies`` distinct agencies, the rest count as ``"other"``; an alert
-        without an agency or team label counts under ``""``.
+        without an agency or team label counts under ``"none"`` (a label value is never
+        empty: ``agency=""`` reads as a missing label in PromQL).
         """
         out: dict[tuple[str, str, str], int] = {}
         seen: set[str] = set()
         for a in self.alerts.values():
             lab = a.labels
-            agency = lab.get("agency") or lab.get("team") or ""
-            if agency and agency not in seen:
+            agency = lab.get("agency") or lab.get("team") or "none"
+            if agency != "none" and agency not in seen:
                 if len(seen) >= max_agencies:
                     agency = "other"
                 else:
                     seen.add(agency)
-            key = (a.state, lab.get("severity", ""), agency)
+            key = (a.state, lab.get("severity") or "none", agency)
             out[key] = out.get(key, 0) + 1
         return out
 
