@@ -29,7 +29,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NoReturn
 
-from vigil.flows.cli.demo import DEMO_FEEDS, _demo_yaml, _webhook_url, cmd_demo, demo_flows
+from vigil.flows.cli.demo import DEMO_FEEDS, _demo_yaml, cmd_demo, demo_flows
 from vigil.flows.cli.output import LOG_LEVELS, alert_printer, print_summary, setup_logging
 from vigil.flows.cli.runner import (
     check_inputs,
@@ -202,12 +202,57 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return _finish(summary, args, cfg, args.format)
 
 
+def _alerting_lines(cfg: VigilConfig) -> list[str]:
+    from vigil.flows.alerting_wiring import alerting_of, redis_url, state_dir
+
+    a = alerting_of(cfg)
+    route = a.route
+    out = []
+    if route is not None:
+        to = (
+            "no receiver (alerts go to the alerts file only)"
+            if route.receiver == "null"
+            else f"receiver {route.receiver!r}"
+        )
+        out.append(
+            f"alerting: route to {to}, one notification per group of "
+            f"({', '.join(route.group_by)}); {len(route.routes)} sub-route(s)"
+        )
+    for r in a.receivers:
+        kinds = [k for k in ("webhook", "pagerduty", "slack") if getattr(r, k) is not None]
+        if kinds:
+            signed = ""
+            if r.webhook is not None:
+                var = r.webhook.secret_env
+                state = "set" if var and os.environ.get(var) else "NOT set"
+                signed = f", signed with ${var} ({state})" if var else ", unsigned"
+                if r.webhook.insecure_unsigned:
+                    signed += ", insecure_unsigned"
+            out.append(f"  receiver {r.name!r}: {', '.join(kinds)}{signed}")
+    url = redis_url(cfg, os.environ)
+    out.append(f"  alert state: {'Redis ' + url.split('@')[-1] if url else state_dir(cfg)}")
+    return out
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate and explain a configuration: each section present, what would run, and
+    every problem ``vigil run`` would stop on (exit 1 then)."""
     from vigil.flows.alerting_wiring import alerting_of, make_integrations
     from vigil.flows.cli.runner import input_problems
 
     cfg = load_config(args.file)
+    present = cfg.model_fields_set
+    lines: list[str] = []
     problems = input_problems(cfg, [f.name for f in feeds()])
+    for feed in feeds():
+        section = getattr(cfg, feed.name)
+        if feed.name not in present and not getattr(section, "inputs", ()):
+            continue
+        for line in feed.explain(section):
+            if line.startswith("error: "):
+                problems.append(line.removeprefix("error: "))
+            else:
+                lines.append(line)
     try:
         for ints in make_integrations(alerting_of(cfg), os.environ).values():
             for integ in ints:
@@ -222,15 +267,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
         return EXIT_FAILED
     print(f"{args.file}: OK")
-    for feed in feeds():
-        for line in feed.explain(getattr(cfg, feed.name)):
-            print(f"  {line}")
+    for line in lines:
+        print(f"  {line}")
     m = cfg.metrics
     print(f"  metrics: {f'http://{m.host}:{m.port}/metrics' if m.enabled else 'off'}")
-    print(f"  alerts: file={cfg.alerts.file} webhook={_webhook_url(cfg)}")
-    if cfg.alerts.webhook and cfg.alerts.webhook.secret_env:
-        present = "set" if os.environ.get(cfg.alerts.webhook.secret_env) else "NOT set"
-        print(f"    secret from ${cfg.alerts.webhook.secret_env} ({present})")
+    print(f"  alerts: file={cfg.alerts.file} dead letters: file={cfg.dead_letters.file}")
+    for line in _alerting_lines(cfg):
+        print(f"  {line}")
     return 0
 
 

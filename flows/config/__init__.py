@@ -149,7 +149,7 @@ def resolve_paths(node: Any, base: Path) -> Any:
             return v
         if v.startswith("~"):
             return str(Path(v).expanduser())
-        return v if Path(v).is_absolute() else str(base / v)
+        return v if Path(v).is_absolute() else os.path.normpath(base / v)
 
     if isinstance(node, dict):
         out: dict[Any, Any] = {}

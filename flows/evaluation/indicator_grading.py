@@ -8,8 +8,6 @@ Reading anomaly windows and responder feedback, grading each series' alerts agai
 from __future__ import annotations
 
 import csv
-import importlib
-import importlib.util
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -99,16 +97,12 @@ def read_feedback(records: Iterable[Mapping[str, Any]], window_s: float, tz: str
 
 
 def feedback_records(path: str | Path | None) -> list[dict[str, Any]]:
-    """Records from ``path`` (JSON lines) and from the feedback store, if there is one."""
+    """Records from ``path`` (JSON lines)."""
     recs: list[dict[str, Any]] = []
     if path is not None:
         for line in Path(path).read_text(encoding="utf-8").splitlines():
             if line.strip():
                 recs.append(json.loads(line))
-    if importlib.util.find_spec("vigil.flows.feedback") is not None:
-        store = importlib.import_module("vigil.flows.feedback")
-        if hasattr(store, "load_feedback"):
-            recs.extend(dict(r) for r in store.load_feedback())
     return recs
 
 

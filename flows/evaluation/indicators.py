@@ -21,9 +21,7 @@ when, without its extension, it equals the series name or ends with ``/<series>`
 Responder feedback (``--feedback FILE``, JSON lines) adds labels: ``{"series": ...,
 "verdict": "true_positive" | "false_positive", "ts": ...}`` or with ``"start"``/``"end"``
 instead of ``"ts"``. Confirmed incidents become windows (``ts`` +- ``feedback_window_s``);
-rejected alerts are counted when the configuration under test still raises them. If the
-alerting pipeline's feedback store exists (a module ``vigil.flows.feedback`` with
-``load_feedback() -> Iterable[dict]`` in this format), its records are read too.
+rejected alerts are counted when the configuration under test still raises them.
 """
 
 from __future__ import annotations
@@ -65,6 +63,7 @@ from vigil.flows.evaluation.indicator_grading import (  # noqa: F401
 from vigil.flows.indicators.config import CsvColumns, IndicatorInput, IndicatorsConfig
 from vigil.flows.indicators.flow import IndicatorScore, indicators_dataflow, series_files
 
+from vigil.extras import have
 from vigil.records import DeadLetter, Detection, RawLine
 
 
@@ -227,6 +226,12 @@ def run_backtest(
     dict
         The summary (also written to ``summary.json``).
     """
+    if plots and out is not None and not have("matplotlib"):
+        print(
+            "backtest: plots off (matplotlib is missing: pip install 'vigil-ioc[plots]')",
+            file=sys.stderr,
+        )
+        plots = False
     files = series_files(data)
     inputs = inputs_for(cfg, files)
     if not inputs:

@@ -7,7 +7,7 @@ Modules: ``config`` (its section), ``records``, ``parsing`` (lines to points),
 from __future__ import annotations
 
 from vigil.flows.feed import FeedSpec
-from vigil.flows.indicators.config import IndicatorsConfig
+from vigil.flows.indicators.config import IndicatorsConfig, explain
 from vigil.flows.indicators.flow import attach
 
 FEED = FeedSpec(
@@ -15,4 +15,5 @@ FEED = FeedSpec(
     config=IndicatorsConfig,
     summary="numeric indicator series (health, education, digital KPIs): bands, anomalies",
     attach_fn=attach,
+    explain_fn=explain,
 )

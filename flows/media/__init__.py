@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from vigil.flows.feed import FeedSpec
 from vigil.flows.media.cli import register
-from vigil.flows.media.config import MediaConfig
+from vigil.flows.media.config import MediaConfig, explain
 from vigil.flows.media.flow import attach
 
 FEED = FeedSpec(
@@ -18,5 +18,6 @@ FEED = FeedSpec(
     config=MediaConfig,
     summary="news and social posts: mentions, stories, negative surges",
     attach_fn=attach,
+    explain_fn=explain,
     commands_fn=register,
 )

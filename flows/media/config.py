@@ -24,11 +24,19 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from vigil.flows.config.base import Frozen, Severity
 
 #: Item fields the flow reads; ``fields`` maps them to the names an input uses.
 ITEM_FIELDS = ("id", "published_at", "source", "author", "title", "text", "url", "language")
+
+
+def _known_fields(v: dict[str, str]) -> dict[str, str]:
+    unknown = sorted(set(v) - set(ITEM_FIELDS))
+    if unknown:
+        msg = f"unknown item field(s) {', '.join(unknown)}: fields maps {', '.join(ITEM_FIELDS)}"
+        raise ValueError(msg)
+    return v
 
 
 class _Input(Frozen):
@@ -60,6 +68,7 @@ class HTTPJSONInput(_Input):
     url: str
     items_path: str | None = Field(default=None, description="dotted path to the list")
     fields: dict[str, str] = Field(default_factory=dict)
+    _fields = field_validator("fields")(_known_fields)
     interval_s: float = Field(default=60.0, gt=0)
     timeout_s: float = Field(default=10.0, gt=0)
     max_backoff_s: float = Field(default=3600.0, gt=0)
@@ -73,6 +82,7 @@ class PostReplayInput(_Input):
     paths: tuple[str, ...] = Field(min_length=1)
     format: Literal["jsonl", "csv"] = "jsonl"
     fields: dict[str, str] = Field(default_factory=dict)
+    _fields = field_validator("fields")(_known_fields)
     speed: float | None = Field(default=None, gt=0, description="null = as fast as possible")
 
 
@@ -211,3 +221,19 @@ class MediaConfig(Frozen):
             msg = f"media.inputs names must be unique, repeated: {dup}"
             raise ValueError(msg)
         return self
+
+
+def explain(section: MediaConfig) -> list[str]:
+    """What ``vigil check-config`` says about the media section (``error:`` lines fail it)."""
+    from vigil.flows.inputs import missing_columns
+
+    out = [f"media inputs: {len(section.inputs)}; watched entities: {len(section.watch)}"]
+    for i, inp in enumerate(section.inputs):
+        if isinstance(inp, PostReplayInput) and inp.fields:
+            out += missing_columns(inp.fields, inp.paths, inp.format, f"media.inputs.{i}.fields")
+    if section.inputs and not section.watch:
+        out.append(
+            "warning: media.watch is empty: no mention counts, negative surges or hot "
+            "issues, only emerging stories"
+        )
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from vigil.flows.feed import FeedSpec
 from vigil.flows.queues.cli import register
-from vigil.flows.queues.config import ServiceQueuesConfig
+from vigil.flows.queues.config import ServiceQueuesConfig, explain
 from vigil.flows.queues.flow import attach
 
 FEED = FeedSpec(
@@ -18,5 +18,6 @@ FEED = FeedSpec(
     config=ServiceQueuesConfig,
     summary="citizens' applications per agency: backlog, deadlines, surges",
     attach_fn=attach,
+    explain_fn=explain,
     commands_fn=register,
 )

@@ -231,8 +231,14 @@ def register(sub: Any) -> None:
         help="per agency and service: received, completed, on-time %%, median and p90 time",
     )
     p.add_argument("--config", "-c", required=True, help="YAML with a service_queues section")
-    p.add_argument("--from", dest="from_", required=True, help="start (local), inclusive")
-    p.add_argument("--to", required=True, help="end (local), exclusive")
+    p.add_argument(
+        "--from",
+        dest="from_",
+        metavar="DATE",
+        required=True,
+        help="start (local time, e.g. 2015-02-01), inclusive",
+    )
+    p.add_argument("--to", metavar="DATE", required=True, help="end (local time), exclusive")
     p.add_argument("--csv", help="also write the scorecard as CSV")
     p.add_argument("--json", help="also write the scorecard as JSON")
     p.add_argument("--agencies-only", action="store_true", help="print agency totals only")

@@ -185,3 +185,29 @@ class ServiceQueuesConfig(Frozen):
             msg = f"window_s must divide a day (86400 s), got {v:g}"
             raise ValueError(msg)
         return v
+
+
+def explain(section: ServiceQueuesConfig) -> list[str]:
+    """What ``vigil check-config`` says about the queue section (``error:`` lines fail it)."""
+    from vigil.flows.inputs import missing_columns
+
+    out = [f"service_queues inputs: {len(section.inputs)}"]
+    for i, inp in enumerate(section.inputs):
+        m = inp.mapping
+        cols = {
+            k: getattr(m, k)
+            for k in (
+                *("id", "agency", "service", "channel", "received_at", "due_at"),
+                *("closed_at", "on_time", "status", "event"),
+            )
+        }
+        if m.event:
+            cols["event_at"] = m.event_at
+        out += missing_columns(cols, inp.paths, inp.format, f"service_queues.inputs.{i}.mapping")
+        out.append(f"  input {i}: times in {m.timezone} ({m.time_format})")
+        if not m.due_at and not m.on_time:
+            out.append(
+                f"warning: service_queues.inputs.{i}: no deadline source (mapping.due_at or "
+                "mapping.on_time): on-time figures mean nothing and overdue rules never fire"
+            )
+    return out
