@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,13 @@ class _DeadPartition(StatelessSinkPartition[DeadLetter]):
     def write_batch(self, items: list[DeadLetter]) -> None:
         if self._fh is None:
             return
+        at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         try:
             self._fh.write(
                 b"".join(
                     orjson.dumps(
                         {
+                            "at": at,  # when it was dead-lettered (wall clock, UTC)
                             "step": d.step,
                             "reason": d.reason,
                             "format": d.fmt,

@@ -269,3 +269,76 @@ def test_a_signal_stops_replay_and_run_cleanly(tmp_path: Path, sig: signal.Signa
         assert s["interrupted"] is True and s["signal"] == int(sig)
         if name == "run":
             assert s["lines"] == 2000  # everything read before the stop is accounted for
+
+
+# ---------------------------------------------------------------- check-config says what is true
+QUEUES_CSV = "case_id,dept,opened,closed\n1,PWD,2015-01-01 10:00:00,\n"
+
+
+def test_check_config_checks_mapped_columns_against_the_file(tmp_path: Path) -> None:
+    (tmp_path / "cases.csv").write_text(QUEUES_CSV, encoding="utf-8")
+    mapping = {"id": "case_id", "agency": "dept", "received_at": "opened", "closed_at": "closd"}
+    cfg = write_config(
+        tmp_path / "q.yaml",
+        {
+            "service_queues": {
+                "inputs": [{"kind": "replay", "paths": ["cases.csv"], "mapping": mapping}]
+            }
+        },
+    )
+    r = vigil("check-config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 1, r.stdout
+    assert "column 'closd' is not in" in r.stderr and "case_id, dept, opened, closed" in r.stderr
+    mapping["closed_at"] = "closed"
+    write_config(
+        cfg,
+        {
+            "service_queues": {
+                "inputs": [{"kind": "replay", "paths": ["cases.csv"], "mapping": mapping}]
+            }
+        },
+    )
+    r = vigil("check-config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "no deadline source" in r.stdout  # a warning: on-time figures would mean nothing
+    assert "security" not in r.stdout  # only the sections present are explained
+
+
+def test_check_config_rejects_an_unknown_media_field_and_warns_of_no_watch_list(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "posts.csv").write_text("id,text,created\n1,hello,2015-02-20\n", encoding="utf-8")
+    inp = {"kind": "replay", "paths": ["posts.csv"], "format": "csv"}
+    cfg = write_config(
+        tmp_path / "m.yaml",
+        {"media": {"inputs": [{**inp, "fields": {"titel": "text"}}]}},
+    )
+    r = vigil("check-config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 1 and "unknown item field(s) titel" in r.stderr
+    write_config(cfg, {"media": {"inputs": [{**inp, "fields": {"published_at": "created"}}]}})
+    r = vigil("check-config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "media.watch is empty" in r.stdout
+
+
+def test_check_config_says_which_indicator_detector_runs(tmp_path: Path) -> None:
+    cfg = write_config(
+        tmp_path / "i.yaml",
+        {
+            "indicators": {
+                "inputs": [{"kind": "file", "paths": [str(tmp_path / "*.csv")]}],
+                "rules": [{"match": "kpi.*", "detector": {"kind": "rolling_mad"}}],
+            }
+        },
+    )
+    (tmp_path / "kpi.csv").write_text("timestamp,value\n2020-01-01T00:00:00Z,1\n")
+    r = vigil("check-config", str(cfg), cwd=tmp_path)
+    assert "'kpi.*': rolling_mad, threshold 6" in r.stdout
+    assert "every other series '*': ensemble, threshold 0.25" in r.stdout
+
+
+def test_dead_letters_carry_their_origin_and_time(tmp_path: Path) -> None:
+    vigil("replay", str(AUTH_LOG), "--format", "zeek", cwd=tmp_path)
+    first = json.loads((tmp_path / "vigil-out" / "dead_letters.jsonl").read_text().splitlines()[0])
+    assert first["origin"].endswith("OpenSSH_2k.log") and first["at"].endswith("Z")
+    assert first["reason"] == "bad zeek row"

@@ -175,6 +175,14 @@ def explain_errors(ex: ValidationError, source: str) -> str:
             lines.append(f"  {loc}: unknown key (misspelt?)")
         elif err["type"] == "missing":
             lines.append(f"  {loc}: required key is missing")
+        elif err["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            ctx = err.get("ctx") or {}
+            tag, kinds = ctx.get("discriminator", "kind"), ctx.get("expected_tags", "")
+            key = f"{loc}.{str(tag).strip(chr(39))}"
+            if "tag" in ctx:
+                lines.append(f"  {key}: must be one of {kinds} (got {ctx['tag']!r})")
+            else:
+                lines.append(f"  {key}: required key is missing (which kind of input this is)")
         else:
             lines.append(f"  {loc}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)
