@@ -86,9 +86,17 @@ def read_lines(path: str, fmt: str, origin: str, max_line_bytes: int) -> list[Ra
 def _event_times(lines: list[RawLine], time_of: Callable[[RawLine], float | None]) -> list[float]:
     """Event time of each line of one file; untimed lines borrow a neighbour's time.
 
-    A line without a time gets the time of the previous timed line, and lines before the
-    first timed line get that first time, so a stable sort keeps them with their
-    neighbours. A file without any timed line gets ``-inf`` throughout.
+    A line without a time gets the time of the previous timed line, so a stable sort keeps
+    it with its neighbour; lines before the first timed line (a Zeek file's ``#fields``
+    header) get ``-inf`` and stay first, even when later rows are older than the first one
+    (Zeek writes a row when its connection ends). A file without any timed line gets
+    ``-inf`` throughout.
+
+    Examples
+    --------
+    >>> lines = [RawLine("zeek", "f", t) for t in ("#fields", "20", "10", "#close", "30")]
+    >>> _event_times(lines, lambda r: None if r.text[0] == "#" else float(r.text))
+    [-inf, 20.0, 10.0, 10.0, 30.0]
     """
     raw: list[float | None] = []
     for line in lines:
@@ -101,7 +109,7 @@ def _event_times(lines: list[RawLine], time_of: Callable[[RawLine], float | None
             if t is not None and not math.isfinite(t):
                 t = None
         raw.append(t)
-    prev = next((t for t in raw if t is not None), _NO_TIME)
+    prev = _NO_TIME
     out: list[float] = []
     for t in raw:
         if t is not None:

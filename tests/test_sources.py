@@ -32,6 +32,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, run_main
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from vigil.flows.security.parsers import LineParser
 from vigil.sources import FileState, FileTailSource, ReplaySource, SyslogSource
 from vigil.sources.syslog import TcpFramer
 
@@ -613,11 +614,29 @@ def test_replay_untimed_lines_stay_with_their_neighbours(tmp_path: Path) -> None
 
     paths = [str(tmp_path / "a.log"), str(tmp_path / "b.log")]
     out = run_flow(ReplaySource(paths, "ssh", time_of=time_of, sort=True))
-    assert texts(out) == ["1 b", "3 c", "boom", "x leading", "5 a", "- after a"]
+    # A file's leading untimed lines (a header) stay first, even before older rows.
+    assert texts(out) == ["x leading", "1 b", "3 c", "boom", "5 a", "- after a"]
     # By default each file keeps its order ("1 b" stays after "5 a", as `vigil run` reads
     # it) and files merge by the newest time seen in each.
     merged = run_flow(ReplaySource(paths, "ssh", time_of=time_of))
-    assert texts(merged) == ["3 c", "boom", "x leading", "5 a", "- after a", "1 b"]
+    assert texts(merged) == ["x leading", "3 c", "boom", "5 a", "- after a", "1 b"]
+
+
+def test_a_sorted_replay_of_zeek_rows_out_of_order_keeps_the_header_first(
+    tmp_path: Path,
+) -> None:
+    # Zeek writes a row when its connection ends, so rows are not in start-time order.
+    real = (DATASETS / "security" / "zeek_nmap_portscan" / "conn.log").read_text().splitlines()
+    header = [ln for ln in real[:10] if ln.startswith("#")]
+    rows = [ln for ln in real if not ln.startswith("#")][:50]
+    rows = rows[25:] + rows[:25]  # older rows after newer ones
+    log = tmp_path / "conn.log"
+    log.write_text("\n".join([*header, *rows]) + "\n")
+    parser = LineParser()
+    out = run_flow(ReplaySource([str(log)], "zeek", time_of=parser.event_time, sort=True))
+    assert texts(out)[: len(header)] == header
+    times = [parser.event_time(r) for r in out[len(header) :]]
+    assert times == sorted(times) and len(times) == 50
 
 
 def test_replay_honours_speed_with_a_fake_clock() -> None:
