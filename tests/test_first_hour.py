@@ -342,3 +342,28 @@ def test_dead_letters_carry_their_origin_and_time(tmp_path: Path) -> None:
     first = json.loads((tmp_path / "vigil-out" / "dead_letters.jsonl").read_text().splitlines()[0])
     assert first["origin"].endswith("OpenSSH_2k.log") and first["at"].endswith("Z")
     assert first["reason"] == "bad zeek row"
+
+
+def test_a_signal_stops_a_local_cluster_cleanly(tmp_path: Path) -> None:
+    live = tmp_path / "live.log"
+    live.write_bytes(AUTH_LOG.read_bytes().rstrip(b"\n") + b"\n")
+    cfg = write_config(
+        tmp_path / "v.yaml",
+        {
+            "security": {
+                "year": 2017,
+                "inputs": [{"kind": "file", "paths": [str(live)], "format": "ssh", "follow": True}],
+            },
+            "metrics": {"port": 0},
+        },
+    )
+    err = tmp_path / "cluster-stderr.txt"
+    p = _start(["run", "security", "-c", str(cfg), "--processes", "2"], tmp_path, err)
+    time.sleep(2)
+    p.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C, to the supervisor
+    assert p.wait(timeout=90) == 0, err.read_text()[-3000:]
+    text = err.read_text()
+    assert "Traceback" not in text and "panicked" not in text, text[-3000:]
+    stops = [ln for ln in text.splitlines() if ln.startswith('{"summary"')]
+    assert len(stops) == 2 and all(json.loads(s)["summary"]["interrupted"] for s in stops)
+    assert sum(json.loads(s)["summary"]["lines"] for s in stops) == 2000

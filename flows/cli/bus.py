@@ -253,7 +253,9 @@ def run_local_cluster(args: argparse.Namespace) -> int:
         argv = [*base, "--process-id", str(i), "--addresses", addrs]
         if dirs is not None:
             argv += ["--recovery-dir", str(dirs[i])]
-        procs.append(subprocess.Popen(argv, preexec_fn=_die_with_parent))
+        # Their own session: a terminal's Ctrl-C reaches only this supervisor, which passes
+        # the stop on once (a second signal to a process would abort its flush).
+        procs.append(subprocess.Popen(argv, preexec_fn=_die_with_parent, start_new_session=True))
     print(
         json.dumps(
             {"cluster": {"processes": n, "pids": [p.pid for p in procs], "addresses": addrs}}
@@ -262,15 +264,28 @@ def run_local_cluster(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    def forward(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+    # A clean stop: Ctrl-C or SIGTERM reaches this supervisor only; it passes SIGTERM on
+    # once (each process then stops cleanly, sources/stop.py) and waits for all of them
+    # to flush and end. A second signal aborts.
+    stopping: list[int] = []
 
-    old = signal.signal(signal.SIGTERM, forward)
+    def on_signal(signum: int, frame: Any) -> None:
+        if stopping:
+            raise KeyboardInterrupt
+        stopping.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
         while True:
             done = [p for p in procs if p.poll() is not None]
-            if done:
+            if stopping and len(done) == n:
+                code = max(abs(p.returncode or 0) for p in procs)
+                break
+            if done and not stopping:
                 code = done[0].returncode or 0
                 if len(done) < n:
                     log.warning(
@@ -281,19 +296,23 @@ def run_local_cluster(args: argparse.Namespace) -> int:
                     code = code or 1
                 break
             time.sleep(0.2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second signal: abort
         code = 130
+        _stop_all(procs, grace_s=0)
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
         _stop_all(procs)
     return code
 
 
-def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+def _stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+    """Stop the members still running: SIGTERM (a clean stop), then SIGKILL after
+    ``grace_s`` (0 after an abort)."""
     for p in procs:
         if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    deadline = time.monotonic() + 5
+            p.send_signal(signal.SIGTERM if grace_s > 0 else signal.SIGKILL)
+    deadline = time.monotonic() + grace_s
     for p in procs:
         try:
             p.wait(timeout=max(0.1, deadline - time.monotonic()))
