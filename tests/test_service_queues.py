@@ -37,7 +37,10 @@ MONDAY = datetime(2024, 1, 8, tzinfo=UTC).timestamp()
 
 def boston_mapping() -> FieldMapping:
     raw = yaml.safe_load((ROOT / "examples" / "boston311.yaml").read_text())
-    return FieldMapping.model_validate(raw["service_queues"]["inputs"][0]["mapping"])
+    # The mapping takes its time zone from the calendar (one setting per input).
+    section = ServiceQueuesConfig.model_validate(raw["service_queues"])
+    assert section.inputs[0].mapping.timezone == "America/New_York"
+    return section.inputs[0].mapping
 
 
 def mapper(m: FieldMapping, limit: int = 10) -> CaseMapper:
@@ -89,7 +92,7 @@ def test_request_ids_and_personal_fields_never_leave_the_mapper() -> None:
 
 def test_la_schema_maps_by_configuration_alone() -> None:
     raw = yaml.safe_load((ROOT / "examples" / "la311.yaml").read_text())
-    m = FieldMapping.model_validate(raw["service_queues"]["inputs"][0]["mapping"])
+    m = ServiceQueuesConfig.model_validate(raw["service_queues"]).inputs[0].mapping
     row = {
         "SRNumber": "1-866512011",
         "CreatedDate": "12/27/2017 01:36:26 PM",

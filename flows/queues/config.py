@@ -46,16 +46,19 @@ class FieldMapping(Frozen):
     resume_statuses: tuple[str, ...] = ("resumed",)
     #: ``"iso"`` (ISO 8601; an offset in the value wins) or a ``strptime`` format.
     time_format: str = "iso"
-    #: IANA time zone of times written without an offset (the usual case for exports).
-    timezone: str = "UTC"
+    #: IANA time zone of times written without an offset (the usual case for exports);
+    #: default: the calendar's (``service_queues.calendar.timezone``), so it is set once.
+    timezone: str | None = None
     #: A due value at exactly 00:00 local is a due *date*: the deadline is the end of it.
     due_date_is_end_of_day: bool = False
 
     @field_validator("timezone")
     @classmethod
-    def _known_zone(cls, v: str) -> str:
+    def _known_zone(cls, v: str | None) -> str | None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+        if v is None:
+            return v
         try:
             ZoneInfo(v)
         except (ZoneInfoNotFoundError, ValueError) as ex:
@@ -178,6 +181,20 @@ class ServiceQueuesConfig(Frozen):
     )
     rules: QueueRules = QueueRules()
 
+    @model_validator(mode="after")
+    def _one_time_zone(self) -> ServiceQueuesConfig:
+        """An input's mapping without a time zone takes the calendar's."""
+        tz = self.calendar.timezone
+        if any(i.mapping.timezone is None for i in self.inputs):
+            fixed = tuple(
+                i
+                if i.mapping.timezone is not None
+                else i.model_copy(update={"mapping": i.mapping.model_copy(update={"timezone": tz})})
+                for i in self.inputs
+            )
+            object.__setattr__(self, "inputs", fixed)
+        return self
+
     @field_validator("window_s")
     @classmethod
     def _divides_day(cls, v: float) -> float:
@@ -204,7 +221,8 @@ def explain(section: ServiceQueuesConfig) -> list[str]:
         if m.event:
             cols["event_at"] = m.event_at
         out += missing_columns(cols, inp.paths, inp.format, f"service_queues.inputs.{i}.mapping")
-        out.append(f"  input {i}: times in {m.timezone} ({m.time_format})")
+        zone = "the calendar's" if m.timezone == section.calendar.timezone else "its own"
+        out.append(f"  input {i}: times without an offset are {m.timezone} ({zone})")
         if not m.due_at and not m.on_time:
             out.append(
                 f"warning: service_queues.inputs.{i}: no deadline source (mapping.due_at or "

@@ -171,7 +171,7 @@ class CaseMapper:
         self.channels = channels
         self.salt = salt
         self.origin = origin
-        self.time = TimeParser(mapping.time_format, mapping.timezone)
+        self.time = TimeParser(mapping.time_format, mapping.timezone or "UTC")
         m = mapping
         self._on_time_values = frozenset(v.lower() for v in m.on_time_values)
         self._hold = frozenset(s.lower() for s in m.hold_statuses)
