@@ -15,9 +15,10 @@ import pytest
 import yaml
 from bytewax.testing import TestingSink, TestingSource, run_main
 from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
 from vigil.flows.config import parse_config
 from vigil.flows.errors import ConfigError
-from vigil.flows.queues.calendar import WorkCalendar, read_holidays
+from vigil.flows.queues.calendar import HOLIDAY, WORKDAY, WorkCalendar
 from vigil.flows.queues.config import FieldMapping, ServiceQueuesConfig
 from vigil.flows.queues.flow import build_flow, make_calendar
 from vigil.flows.queues.mapping import CaseMapper, LabelFolder
@@ -163,13 +164,35 @@ def test_config_rejects_unknown_keys_and_windows_that_do_not_divide_a_day() -> N
         load_config(ROOT / "examples" / "nope.yaml")
 
 
-def test_holiday_calendars_ship_for_us_and_vietnam() -> None:
+def test_public_holidays_of_any_year_and_a_districts_own_days() -> None:
     from datetime import date
 
-    assert date(2018, 1, 1) in read_holidays("us")
-    assert date(2015, 1, 19) in read_holidays("us")
-    vn = read_holidays("vn")
-    assert date(2025, 1, 29) in vn and date(2025, 9, 2) in vn
+    cal = make_calendar(ServiceQueuesConfig())  # Vietnam by default
+    # Lunar New Year 2026 and National Day 2031: years no hand-written table covered.
+    assert cal.day_type_of(date(2026, 2, 17)) == HOLIDAY
+    assert cal.day_type_of(date(2031, 9, 2)) == HOLIDAY
+    assert cal.day_type_of(date(2026, 2, 24)) == WORKDAY  # an ordinary Tuesday
+    own = ServiceQueuesConfig.model_validate(
+        {
+            "calendar": {
+                "country": "US",
+                "subdivision": "MA",
+                "extra_holidays": ["2015-03-17"],  # Evacuation Day, Suffolk County only
+                "compensatory_working_days": ["2015-01-24"],  # a Saturday worked
+            }
+        }
+    )
+    cal = make_calendar(own)
+    assert cal.day_type_of(date(2015, 4, 20)) == HOLIDAY  # Patriots' Day (Massachusetts)
+    assert cal.day_type_of(date(2015, 3, 17)) == HOLIDAY
+    assert cal.day_type_of(date(2015, 1, 24)) == WORKDAY
+    assert cal.day_type_of(date(2015, 9, 2)) == WORKDAY  # Vietnam's National Day: not here
+    # An older configuration's bundled names still work, and mean that country alone.
+    legacy = make_calendar(ServiceQueuesConfig.model_validate({"calendar": {"holidays": ["us"]}}))
+    assert legacy.day_type_of(date(2018, 1, 1)) == HOLIDAY
+    assert legacy.day_type_of(date(2015, 9, 2)) == WORKDAY
+    with pytest.raises(ValidationError, match="no public holidays for country 'XX'"):
+        ServiceQueuesConfig.model_validate({"calendar": {"country": "XX"}})
 
 
 # ---------------------------------------------------------------- request state

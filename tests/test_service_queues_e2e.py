@@ -49,7 +49,7 @@ def example(name: str, path: Path, **updates: Any) -> dict[str, Any]:
 @cache
 def run(name: str, no_holidays: bool = False) -> tuple[list[Detection], list[QueueStats]]:
     path = BOSTON if name == "boston311.yaml" else LA
-    raw = example(name, path, **({"holidays": []} if no_holidays else {}))
+    raw = example(name, path, **({"country": None, "holidays": []} if no_holidays else {}))
     dets, stats, dead = replay(parse_config(raw).service_queues)
     assert not dead
     return dets, stats

@@ -9,34 +9,46 @@ variance per (day type, time of day) slot.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from datetime import date, datetime
-from importlib import resources
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 WORKDAY, SATURDAY, HOLIDAY = 0, 1, 2
 DAY_TYPES = ("workday", "saturday", "sunday_or_holiday")
-BUILTIN_CALENDARS = ("us", "vn")
+#: Names an older configuration used for the bundled tables, now countries of `holidays`.
+LEGACY_CALENDARS = {"us": "US", "vn": "VN"}
 
 
-def read_holidays(spec: str) -> dict[date, str]:
-    """Dates of a holidays file (``YYYY-MM-DD name`` lines) or a bundled one (``us``, ``vn``).
+def country_holidays(country: str, subdivision: str | None = None) -> Container[date]:
+    """Public holidays of ``country`` (ISO 3166 code; ``subdivision`` a state or province)
+    from the ``holidays`` package: any year, computed when first asked (lunar and
+    observed days included).
 
-    >>> hol = read_holidays("us")
-    >>> hol[date(2015, 1, 19)]
-    'Birthday of Martin Luther King, Jr.'
-    >>> len(read_holidays("vn")) > 20
-    True
+    >>> vn = country_holidays("VN")
+    >>> date(2026, 2, 17) in vn, date(2031, 9, 2) in vn   # Lunar New Year, National Day
+    (True, True)
+
+    Raises
+    ------
+    ValueError
+        For a country or subdivision the package does not know.
     """
-    if spec in BUILTIN_CALENDARS:
-        text = (
-            resources.files("vigil.flows") / "demo_data" / "queues" / f"holidays_{spec}.txt"
-        ).read_text(encoding="utf-8")
-    else:
-        text = Path(spec).read_text(encoding="utf-8")
+    import holidays
+
+    try:
+        return holidays.country_holidays(country.upper(), subdiv=subdivision)
+    except NotImplementedError as ex:
+        msg = f"no public holidays for country {country!r}"
+        msg += f" subdivision {subdivision!r}" if subdivision else ""
+        msg += " (ISO 3166 codes such as VN, US)"
+        raise ValueError(msg) from ex
+
+
+def read_holidays(path: str) -> dict[date, str]:
+    """Dates of a holidays file: ``YYYY-MM-DD name`` lines, ``#`` comments."""
     out: dict[date, str] = {}
-    for line in text.splitlines():
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
@@ -53,7 +65,10 @@ class WorkCalendar:
     tz
         IANA time zone of the offices.
     holidays
-        Public holidays (treated like a Sunday).
+        Public holidays (treated like a Sunday): any container of dates, such as
+        :func:`country_holidays` (which covers every year).
+    working_days
+        Dates worked although weekend or holiday (compensatory working days).
     weekend
         Weekday numbers of the weekend, Monday = 0; the first is "saturday"-like, any
         other like a Sunday.
@@ -73,13 +88,15 @@ class WorkCalendar:
     def __init__(
         self,
         tz: str = "UTC",
-        holidays: Iterable[date] = (),
+        holidays: Container[date] = frozenset(),
         weekend: tuple[int, ...] = (5, 6),
         office_hours: tuple[int, int] = (8, 17),
+        working_days: Iterable[date] = (),
     ) -> None:
         self.tz = tz
         self.zone = ZoneInfo(tz)
-        self.holidays = frozenset(holidays)
+        self.holidays = holidays
+        self.working_days = frozenset(working_days)
         self.weekend = weekend
         self.office_hours = office_hours
         self._cache: dict[int, tuple[date, int, int]] = {}
@@ -97,6 +114,8 @@ class WorkCalendar:
         return d, hour, sec + int(ts - h * 3600)
 
     def day_type_of(self, d: date) -> int:
+        if d in self.working_days:
+            return WORKDAY
         if d in self.holidays:
             return HOLIDAY
         wd = d.weekday()

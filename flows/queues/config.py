@@ -8,6 +8,7 @@ on-time flag, the timestamp format and the time zone the (offset-less) times are
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -88,11 +89,31 @@ class CalendarConfig(Frozen):
     """Working days and public holidays, for the seasonal arrival baseline."""
 
     timezone: str = "UTC"
-    #: Files of ``YYYY-MM-DD name`` lines, or a bundled calendar: ``us`` or ``vn``.
+    #: Public holidays of this country (ISO 3166, from the ``holidays`` package, any
+    #: year), and of a subdivision (a state, a province) when given; null: none.
+    country: str | None = "VN"
+    subdivision: str | None = None
+    #: More holidays: files of ``YYYY-MM-DD name`` lines (``us``/``vn``, the bundled
+    #: tables of older configurations, now name a country's holidays).
     holidays: tuple[str, ...] = ()
-    extra_holidays: tuple[str, ...] = Field(default=(), description="YYYY-MM-DD dates")
+    extra_holidays: tuple[str, ...] = Field(
+        default=(), description="YYYY-MM-DD dates: the district's own days off"
+    )
+    compensatory_working_days: tuple[str, ...] = Field(
+        default=(), description="YYYY-MM-DD dates worked although weekend or holiday"
+    )
     weekend: tuple[int, ...] = Field(default=(5, 6), description="0 = Monday")
     office_hours: tuple[int, int] = (8, 17)
+
+    @model_validator(mode="after")
+    def _known_country(self) -> CalendarConfig:
+        if self.country:
+            from vigil.flows.queues.calendar import country_holidays
+
+            country_holidays(self.country, self.subdivision)  # ValueError names the problem
+        for d in (*self.extra_holidays, *self.compensatory_working_days):
+            date.fromisoformat(d)  # ValueError: "Invalid isoformat string"
+        return self
 
     @model_validator(mode="after")
     def _hours(self) -> CalendarConfig:

@@ -34,7 +34,7 @@ firing), with ``("since", start)`` in ``extra``; it stops when the condition cle
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, cast
@@ -47,7 +47,12 @@ from bytewax.outputs import Sink
 from vigil.flows.config.base import input_step_ids, shard_of
 from vigil.flows.feed import FeedIO, standalone_flow
 from vigil.flows.guard import guard_batch, guard_logic
-from vigil.flows.queues.calendar import WorkCalendar, read_holidays
+from vigil.flows.queues.calendar import (
+    LEGACY_CALENDARS,
+    WorkCalendar,
+    country_holidays,
+    read_holidays,
+)
 from vigil.flows.queues.config import QueueFileInput, ServiceQueuesConfig
 from vigil.flows.queues.mapping import CaseMapper, LabelFolder
 from vigil.flows.queues.records import RECEIVED, QueueEvent
@@ -68,14 +73,36 @@ __all__ = [
 ]
 
 
+class _DaysOff:
+    """A country's public holidays (every year) and a district's own days off."""
+
+    def __init__(self, countries: list[Container[date]], own: set[date]) -> None:
+        self.countries = countries
+        self.own = frozenset(own)
+
+    def __contains__(self, d: object) -> bool:
+        return d in self.own or any(d in c for c in self.countries)
+
+
 def make_calendar(cfg: ServiceQueuesConfig) -> WorkCalendar:
-    """The offices' calendar: bundled or file holidays plus ``extra_holidays``."""
+    """The offices' calendar: the country's public holidays (the ``holidays`` package),
+    holiday files, ``extra_holidays``, and ``compensatory_working_days``."""
     c = cfg.calendar
-    days: set[date] = set()
+    legacy = [LEGACY_CALENDARS[h.lower()] for h in c.holidays if h.lower() in LEGACY_CALENDARS]
+    # An older configuration's "holidays: [us]" names its country; the VN default is not added.
+    default_country = not legacy or "country" in c.model_fields_set
+    countries = (
+        [country_holidays(c.country, c.subdivision)] if c.country and default_country else []
+    )
+    own: set[date] = set()
     for spec in c.holidays:
-        days.update(read_holidays(spec))
-    days.update(date.fromisoformat(d) for d in c.extra_holidays)
-    return WorkCalendar(c.timezone, days, c.weekend, c.office_hours)
+        if spec.lower() in LEGACY_CALENDARS:  # the bundled tables of older configurations
+            countries.append(country_holidays(LEGACY_CALENDARS[spec.lower()]))
+        else:
+            own.update(read_holidays(spec))
+    own.update(date.fromisoformat(d) for d in c.extra_holidays)
+    working = {date.fromisoformat(d) for d in c.compensatory_working_days}
+    return WorkCalendar(c.timezone, _DaysOff(countries, own), c.weekend, c.office_hours, working)
 
 
 def make_folders(cfg: ServiceQueuesConfig) -> tuple[LabelFolder, LabelFolder, LabelFolder]:
