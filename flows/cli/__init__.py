@@ -216,7 +216,7 @@ def _alerting_lines(cfg: VigilConfig) -> list[str]:
         )
         out.append(
             f"alerting: route to {to}, one notification per group of "
-            f"({', '.join(route.group_by)}); {len(route.routes)} sub-route(s)"
+            f"({', '.join(route.group_by or ())}); {len(route.routes)} sub-route(s)"
         )
     for r in a.receivers:
         kinds = [k for k in ("webhook", "pagerduty", "slack") if getattr(r, k) is not None]

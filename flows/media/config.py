@@ -225,7 +225,7 @@ class MediaConfig(Frozen):
 
 def explain(section: MediaConfig) -> list[str]:
     """What ``vigil check-config`` says about the media section (``error:`` lines fail it)."""
-    from vigil.flows.inputs import missing_columns
+    from vigil.flows.config.columns import missing_columns
 
     out = [f"media inputs: {len(section.inputs)}; watched entities: {len(section.watch)}"]
     for i, inp in enumerate(section.inputs):

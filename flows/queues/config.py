@@ -227,7 +227,7 @@ class ServiceQueuesConfig(Frozen):
 
 def explain(section: ServiceQueuesConfig) -> list[str]:
     """What ``vigil check-config`` says about the queue section (``error:`` lines fail it)."""
-    from vigil.flows.inputs import missing_columns
+    from vigil.flows.config.columns import missing_columns
 
     out = [f"service_queues inputs: {len(section.inputs)}"]
     for i, inp in enumerate(section.inputs):
