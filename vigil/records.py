@@ -76,7 +76,9 @@ class SecurityEvent:
     - ``"authentication"``: a login attempt; ``outcome`` is ``"success"`` or ``"failure"``;
       ``reason`` says how (``"password"``, ``"publickey"``, ``"invalid_user"``, ``"pam"``).
     - ``"connection"``: a network flow or a firewall log line (``conn_state`` has Zeek's state
-      or ``"blocked"``/``"allowed"``).
+      or ``"blocked"``/``"allowed"``); ``reason`` is ``"backward"`` for a flow Zeek recorded
+      backwards (no opening SYN, from a well-known port to an ephemeral one): the scan
+      rules ignore it.
     - ``"ids_alert"``: an IDS alert (``rule_name``, ``severity``: 1 is most severe).
     - ``"http_request"``: a web access log line (``http_status``, ``url_path``).
     - ``"other"``: a well-formed line with no security meaning (cron, systemd ...).

@@ -22,6 +22,7 @@ from vigil.flows.security.episodes import (
     _seed_keys,
     _Source,
 )
+from vigil.flows.security.parsers.zeek import BACKWARD
 from vigil.flows.security.windows import SlidingDistinct
 
 from vigil.records import Detection, SecurityEvent
@@ -30,7 +31,10 @@ from vigil.records import Detection, SecurityEvent
 # (S0), rejected (REJ), or aborted before any answer (RSTOS0, RSTRH, SH), plus a firewall's
 # "blocked" and a flow that never got past "new". A connection that was answered (SF, S1,
 # RSTO after a handshake, OTH midstream traffic ...) never counts towards a scan: ordinary
-# clients produce plenty of those.
+# clients produce plenty of those. A connection without a state (a firewall line that says
+# neither block nor allow) is unknown: neither a probe nor an answered connection. Nor is a
+# flow Zeek recorded backwards (``reason="backward"``, see parsers.zeek): the replies of a
+# server to a client whose first packet Zeek missed are not probes of the client's ports.
 UNANSWERED = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "blocked", "new"})
 _MAX_TARGETS = 256  # per source: hosts tracked for vertical scans, ports for horizontal
 
@@ -136,8 +140,6 @@ class _PortScans:
             return
         r = self.rules
         ts = ev.ts
-        state = ev.conn_state
-        failed = state is None or state in UNANSWERED
         if ev.transport == "icmp":
             ps = r.ping_sweep
             if not ps.enabled:
@@ -166,6 +168,10 @@ class _PortScans:
                 )
                 self._scan(ip, src, out, [hit] if hit else [], lambda ep: ep.count("hosts", dst))
             return
+        state = ev.conn_state
+        if state is None or ev.reason == BACKWARD:
+            return  # unknown whether answered; a reply recorded backwards
+        failed = state in UNANSWERED
         # Share of failed connections, exponentially decayed over the scan window: a
         # scanner's probes mostly fail, a busy client's connections mostly succeed.
         src.conn_balance = _decay(src.conn_balance, src.conn_ts, ts, r.horizontal_scan.window_s)
