@@ -128,7 +128,7 @@ def make_sources(
     # feed's config imports this module's input models.
     from vigil.flows.security.parsers import LineParser
 
-    time_parser = LineParser(year=cfg.year)
+    time_parser = LineParser(year=cfg.year, timezone=getattr(cfg, "timezone", "UTC"))
     out: list[Source[RawLine]] = []
     for inp in cfg.inputs:
         if isinstance(inp, FileInput):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from vigil.flows.config.base import Frozen, Severity
 from vigil.flows.config.detectors import DetectorConfig, EWMAZScoreConfig
 from vigil.flows.inputs import InputConfig
@@ -117,6 +117,10 @@ class SecurityConfig(Frozen):
     year: int | None = Field(
         default=None, ge=1970, le=2200, description="year of syslog lines (they carry none)"
     )
+    timezone: str = Field(
+        default="UTC",
+        description="IANA time zone of syslog and iptables/ufw timestamps (they carry none)",
+    )
     tumbling_s: float = Field(default=60.0, gt=0, description="aggregation window")
     allowed_lateness_s: float = Field(default=300.0, ge=0)
     shards: int = Field(default=16, ge=1, le=4096)
@@ -127,3 +131,15 @@ class SecurityConfig(Frozen):
         default=60.0, gt=0, description="repeat a detection this often while it holds"
     )
     rules: SecurityRules = SecurityRules()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as ex:
+            msg = f"unknown time zone {v!r}"
+            raise ValueError(msg) from ex
+        return v

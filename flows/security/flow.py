@@ -96,7 +96,7 @@ class SecurityStreams:
 @operator
 def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -> SecurityStreams:
     """Parse, detect and baseline a stream of raw lines (see the module docstring)."""
-    parser = LineParser(year=cfg.year)
+    parser = LineParser(year=cfg.year, timezone=cfg.timezone)
     parsed = op.flat_map_batch(
         "parse",
         raw,
@@ -221,6 +221,7 @@ def explain(sec: SecurityConfig) -> list[str]:
     out.append(
         f"windows: tumbling {sec.tumbling_s:g} s, allowed lateness {sec.allowed_lateness_s:g} s"
     )
+    out.append(f"syslog and firewall times read in {sec.timezone} (they carry no zone)")
     out.append("rules:")
     for name, rule in sec.rules:
         fields = ", ".join(

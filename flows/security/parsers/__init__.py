@@ -101,6 +101,10 @@ class LineParser:
         year before if that would put the line more than a day after the reference time.
     now
         Wall clock in epoch seconds, for lines without a reference time.
+    timezone
+        IANA name of the zone in which syslog and netfilter timestamps are written (they
+        carry none); the year and its rollover follow that zone's calendar. Other formats
+        carry their own offset (or are UTC, as Zeek's epochs) and ignore it.
 
     Examples
     --------
@@ -119,14 +123,24 @@ class LineParser:
                origin='auth.log')
     >>> p.event_time(RawLine("ssh", "auth.log", line))
     1490889259.0
+    >>> hcm = LineParser(year=2017, timezone="Asia/Ho_Chi_Minh")  # UTC+7
+    >>> hcm.parse(RawLine("ssh", "auth.log", line)).ts == ev.ts - 7 * 3600
+    True
     """
 
-    def __init__(self, *, year: int | None = None, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        year: int | None = None,
+        now: Callable[[], float] = time.time,
+        timezone: str = "UTC",
+    ) -> None:
         self.year = year
         self.now = now
-        self._years = SyslogYears(year, now)
+        self.timezone = timezone
+        self._years = SyslogYears(year, now, timezone=timezone)
         # event_time keeps its own rollover state, so calling it never shifts what parse sees.
-        self._time_years = SyslogYears(year, now)
+        self._time_years = SyslogYears(year, now, timezone=timezone)
         ssh = SyslogParser("ssh", self._years)
         fw = SyslogParser("iptables", self._years)
         zeek = ZeekParser()

@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import MISSING, fields
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from vigil.flows.errors import ParseError
 
@@ -149,6 +151,48 @@ def year_of_epoch(t: float) -> tuple[int, float, float]:
     mp = (5 * doy + 2) // 153
     y = yoe + era * 400 + (mp >= 10)
     return y, days_from_civil(y, 1, 1) * 86400, days_from_civil(y + 1, 1, 1) * 86400
+
+
+def local_zone(name: str) -> ZoneInfo | None:
+    """The :class:`~zoneinfo.ZoneInfo` of an IANA name, or ``None`` for ``"UTC"`` (no shift).
+
+    Raises
+    ------
+    zoneinfo.ZoneInfoNotFoundError, ValueError
+        For a name that is not a known zone.
+    """
+    return None if name == "UTC" else ZoneInfo(name)
+
+
+def local_to_utc(zone: ZoneInfo | None, t: float) -> float:
+    """Epoch seconds of the wall time ``t`` (seconds since 1970-01-01 00:00 *local*) in ``zone``.
+
+    A wall time that happens twice (the hour after DST ends) is its first occurrence; one
+    that never happens (the hour skipped when DST starts) gets the offset before the change.
+    A year outside 1-9999 uses the offset of the nearest year datetime can hold.
+
+    Examples
+    --------
+    >>> z = ZoneInfo("Asia/Ho_Chi_Minh")  # UTC+7 since 1975
+    >>> wall = 1490889259.0  # 2017-03-30 15:54:19 on the site's clock
+    >>> (wall - local_to_utc(z, wall)) / 3600, local_to_utc(None, wall) == wall
+    (7.0, True)
+    """
+    if zone is None:
+        return t
+    clamped = min(max(t, -62_135_596_800.0), 253_402_214_400.0)  # 0001-01-01 to 9999-12-31
+    # The wall time's fields, read as UTC, then taken as the zone's: datetime finds the offset.
+    off = datetime.fromtimestamp(clamped, UTC).replace(tzinfo=zone).utcoffset()
+    return t - (off.total_seconds() if off is not None else 0.0)
+
+
+def utc_to_local(zone: ZoneInfo | None, t: float) -> float:
+    """The wall time in ``zone`` of epoch ``t``, as seconds since 1970-01-01 00:00 local."""
+    if zone is None:
+        return t
+    clamped = min(max(t, -62_135_596_800.0), 253_402_214_400.0)
+    off = datetime.fromtimestamp(clamped, UTC).astimezone(zone).utcoffset()
+    return t + (off.total_seconds() if off is not None else 0.0)
 
 
 def days_in_month(y: int, m: int) -> int:

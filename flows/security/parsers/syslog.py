@@ -9,13 +9,18 @@ Messages recognised, as ``action="authentication"`` with ``outcome`` and ``reaso
 - ``Failed <method> for [invalid user ]U from IP port P ssh2``: failure, reason = method
   (``"password"``, ``"none"``, ``"keyboard-interactive/pam"`` ...);
 - ``Invalid user U from IP [port P]``: failure, ``"invalid_user"``;
+- ``maximum authentication attempts exceeded for [invalid user ]U from IP port P ssh2``
+  (sshd's MaxAuthTries reached on one connection): failure, ``"max_attempts"``;
 - ``Accepted <method> for U from IP port P ssh2[: key]``: success, reason = method;
 - ``[pam_unix(sshd:auth): ]authentication failure; ... rhost=H [user=U]`` (also the old
   ``sshd(pam_unix)[pid]:`` form): failure, ``"pam"``; ``rhost`` is kept as ``source_ip`` even
   when it is a host name;
-- ``Connection closed by``, ``Connection reset by``, ``Disconnected from`` and ``Received
-  disconnect from`` ending in ``[preauth]``, and ``Did not receive identification string
-  from IP``: unknown, ``"preauth_disconnect"``;
+- ``Connection closed by``, ``Connection reset by``, ``Disconnected from``, ``Received
+  disconnect from`` and ``Disconnecting [authenticating |invalid ]user U IP port P: ...``
+  ending in ``[preauth]``, and ``Did not receive identification string from IP``: unknown,
+  ``"preauth_disconnect"``. ``Disconnecting: Too many authentication failures`` (no
+  address) is ``"other"``; the form with an address (OpenSSH 7.5+) always follows a
+  ``maximum authentication attempts exceeded`` line of the same connection, which counts;
 - ``reverse mapping checking getaddrinfo for H [IP] failed - POSSIBLE BREAK-IN ATTEMPT!``
   and ``Address IP maps to H, but this does not map back``: unknown, ``"reverse_mapping"``.
 
@@ -27,7 +32,15 @@ per line) and sshd's ``error: `` prefix is ignored.
 
 On a modern sshd a failed password gives two lines, ``pam_unix(sshd:auth): authentication
 failure`` and ``Failed password``, so two failure events (reasons ``"pam"`` and
-``"password"``); count one reason, not both.
+``"password"``); count one reason, not both. A connection that reaches MaxAuthTries after
+logging each ``Failed password`` adds one ``"max_attempts"`` event to attempts already seen;
+where sshd logged no attempt (public-key and keyboard-interactive bots) that line is the only
+trace of them. ``PAM N more authentication failures`` is ``"other"``: it sums up, when the
+connection ends, N failures that were each logged already (every one of the 151 such lines
+in the shared auth logs follows them), so counting it would only count them twice.
+
+Timestamps without a zone (RFC 3164 and file lines) are read in the zone given to
+:class:`SyslogYears` (UTC by default); RFC 5424 timestamps carry their own offset.
 """
 
 from __future__ import annotations
@@ -46,7 +59,10 @@ from vigil.flows.security.parsers._common import (
     days_from_civil,
     days_in_month,
     iso_to_epoch,
+    local_to_utc,
+    local_zone,
     make_event,
+    utc_to_local,
     year_of_epoch,
 )
 
@@ -82,10 +98,15 @@ _PAM_FAIL = re.compile(r"(?:pam_\w+\([^)]*\): )?authentication failure;")
 _RHOST = re.compile(r" rhost=(\S*)")
 _PAM_USER = re.compile(r" user=(\S+)")
 _PREAUTH = re.compile(
-    r"(?:Connection (?:closed|reset) by|Disconnected from|Received disconnect from) "
+    r"(?:Connection (?:closed|reset) by|Disconnected from|Received disconnect from|Disconnecting) "
     r"(?:(?:invalid |authenticating )?user (.*?) )?"
     r"(\S+)(?: port (\d{1,5}))?(?::.*)?",  # matched without " [preauth]", see _classify
     re.S | re.A,
+)
+_MAX_TRIES = re.compile(
+    r"maximum authentication attempts exceeded for (?:(?:invalid|illegal) user )?(.*?)"
+    r" from (\S+) port (\d{1,5})(?: ssh\d)?(?: \[preauth\])?\s*",
+    re.A,
 )
 _NO_IDENT = re.compile(
     r"Did not receive identification string from (\S+)(?: port (\d{1,5}))?\s*", re.A
@@ -101,14 +122,14 @@ _Header = tuple[float, str | None, str | None, int | None, str]
 
 
 class SyslogYears:
-    """Year inference for syslog timestamps, which carry none.
+    """Year and time-zone inference for syslog timestamps, which carry neither.
 
     With a fixed ``year``, each origin starts in that year and moves to the next one when
     its month goes backwards by more than six months (Dec to Jan). A line whose month is more
     than six months *ahead* of the origin's current month is a straggler from the previous
     year and does not move the state. Without ``year``, the year comes from the line's
     reference time (or ``now()``), minus one if that puts the line more than a day in the
-    future.
+    future. Months and years are those of the site's wall clock in ``timezone``.
 
     Parameters
     ----------
@@ -116,6 +137,8 @@ class SyslogYears:
         The year of the first line of every origin, or ``None`` to use reference times.
     now
         Wall clock, epoch seconds; used when a line has no reference time.
+    timezone
+        IANA name of the zone the timestamps are written in (``"Asia/Ho_Chi_Minh"``).
 
     Examples
     --------
@@ -124,11 +147,21 @@ class SyslogYears:
     [2016, 2016, 2017, 2016, 2017]
     >>> SyslogYears(now=lambda: 1_483_228_800.0).ref_year(0.0)  # no reference: now, 2017-01-01
     (2017, 1483228800.0)
+    >>> SyslogYears(timezone="America/New_York").ref_year(1_483_228_800.0)[0]  # still 2016 there
+    2016
     """
 
-    def __init__(self, year: int | None = None, now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        year: int | None = None,
+        now: Callable[[], float] = time.time,
+        *,
+        timezone: str = "UTC",
+    ) -> None:
         self.year = year
         self.now = now
+        self.timezone = timezone
+        self.zone = local_zone(timezone)  # None for UTC: no conversion
         self._state: dict[str, list[int]] = {}  # origin -> [year, last month]
         self._span = (0, 0.0, -1.0)  # cached year_of_epoch result
 
@@ -158,14 +191,23 @@ class SyslogYears:
         return st[0]
 
     def ref_year(self, ref_ts: float) -> tuple[int, float]:
-        """The UTC year of ``ref_ts`` (``now()`` when unknown) and the reference time used."""
+        """The local year of ``ref_ts`` (``now()`` when unknown) and the reference time used."""
         if not 0.0 < ref_ts < _MAX_REF:  # also rejects NaN
             ref_ts = self.now()
         y, start, end = self._span
         if not start <= ref_ts < end:
-            self._span = year_of_epoch(ref_ts)
+            zone = self.zone
+            if zone is None:
+                self._span = year_of_epoch(ref_ts)
+            else:  # the span of the local year, in epoch seconds
+                y, first, nxt = year_of_epoch(utc_to_local(zone, ref_ts))
+                self._span = (y, local_to_utc(zone, first), local_to_utc(zone, nxt))
             y = self._span[0]
         return y, ref_ts
+
+    def to_utc(self, wall: float) -> float:
+        """Epoch seconds of a wall-clock time of the zone (seconds since 1970-01-01 local)."""
+        return wall if self.zone is None else local_to_utc(self.zone, wall)
 
 
 class SyslogParser:
@@ -202,11 +244,12 @@ class SyslogParser:
         return ent
 
     @staticmethod
-    def _epoch(ent: list[Any], year: int) -> float:
+    def _epoch(ent: list[Any], year: int, years: SyslogYears) -> float:
+        """Epoch of the cached minute in ``year``, read in the zone of ``years``."""
         month, day = ent[0], ent[1]
         if day > days_in_month(year, month):
             raise ParseError(BAD_SYSLOG_HEADER, f"{year}-{month}-{day}")
-        return days_from_civil(year, month, day) * 86400.0 + float(ent[2])
+        return years.to_utc(days_from_civil(year, month, day) * 86400.0 + float(ent[2]))
 
     def header(self, raw: RawLine, text: str, years: SyslogYears) -> _Header | None:
         """Split a line into ``(ts, host, process, pid, message)``; ``None`` for a blank line.
@@ -235,18 +278,18 @@ class SyslogParser:
         if years.year is not None:
             year = years.year_for(raw.origin, ent[0])
             if ent[3] != year:
-                ent[4] = self._epoch(ent, year)
+                ent[4] = self._epoch(ent, year, years)
                 ent[3] = year
             ts = ent[4] + s
         else:
             year, ref = years.ref_year(raw.ref_ts)
             if ent[3] != year:
-                ent[4] = self._epoch(ent, year)
+                ent[4] = self._epoch(ent, year, years)
                 ent[3] = year
             ts = ent[4] + s
             if ts > ref + 86400.0:  # a line from the end of last year
                 if ent[5] != year - 1:
-                    ent[6] = self._epoch(ent, year - 1)
+                    ent[6] = self._epoch(ent, year - 1, years)
                     ent[5] = year - 1
                 ts = ent[6] + s
         return ts, host, prog, (int(pid) if pid is not None else None), msg
@@ -361,10 +404,20 @@ class SyslogParser:
                         ts, ds, "connection", source_ip=m.group(1), destination_port=21,
                         transport="tcp", host_name=host, process_name=prog, process_pid=pid,
                     )  # fmt: skip
-        elif c == "m" and msg.startswith("message repeated "):
-            m = _REPEATED.fullmatch(msg)
-            if m is not None and not m.group(1).startswith("message repeated "):
-                return self._classify(ts, host, prog, pid, m.group(1))  # unwrap once only
+        elif c == "m":
+            if msg.startswith("maximum authentication attempts exceeded for "):
+                m = _MAX_TRIES.fullmatch(msg)
+                if m is not None:
+                    user, ip, port = m.groups()
+                    return make_event(
+                        ts, ds, "authentication", "failure", "max_attempts",
+                        source_ip=ip, source_port=_port(port), user_name=user,
+                        host_name=host, process_name=prog, process_pid=pid,
+                    )  # fmt: skip
+            elif msg.startswith("message repeated "):
+                m = _REPEATED.fullmatch(msg)
+                if m is not None and not m.group(1).startswith("message repeated "):
+                    return self._classify(ts, host, prog, pid, m.group(1))  # unwrap once only
         if prog == "kernel" and " SRC=" in msg:
             return self._netfilter(ts, host, prog, pid, msg)
         return None
@@ -403,8 +456,10 @@ class SyslogParser:
         """A netfilter ``LOG`` line (iptables, UFW), or ``None`` if it has no ``SRC=``.
 
         ``conn_state`` comes from the log prefix before ``IN=``: ``"blocked"`` if it holds
-        BLOCK, DROP, REJECT or DENY (``[UFW BLOCK]``, ``IPTABLES-DROP:``), ``"allowed"`` if it
-        holds ALLOW, ACCEPT or AUDIT, else ``None``. ``bytes`` is the IP packet's ``LEN``.
+        BLOCK, DROP, REJECT, DENY or DENIED (``[UFW BLOCK]``, ``IPTABLES-DROP:``),
+        ``"allowed"`` if it holds ALLOW, ACCEPT or AUDIT, else ``None``: a LOG rule without
+        such a word says nothing of the packet's fate, so only ``"blocked"`` makes the line a
+        probe without an answer for the scan rules. ``bytes`` is the IP packet's ``LEN``.
         """
         msg = msg.rstrip()
         src = _field(msg, " SRC=")
@@ -415,7 +470,13 @@ class SyslogParser:
         prefix = msg[:cut].upper() if cut > 0 else ""
         state = None
         if prefix:
-            if "BLOCK" in prefix or "DROP" in prefix or "REJECT" in prefix or "DENY" in prefix:
+            if (
+                "BLOCK" in prefix
+                or "DROP" in prefix
+                or "REJECT" in prefix
+                or "DENY" in prefix
+                or "DENIED" in prefix
+            ):
                 state = "blocked"
             elif "ALLOW" in prefix or "ACCEPT" in prefix or "AUDIT" in prefix:
                 state = "allowed"  # UFW's AUDIT lines are not blocks
@@ -430,7 +491,10 @@ class SyslogParser:
         )  # fmt: skip
 
     def event_time(self, raw: RawLine, years: SyslogYears) -> float | None:
-        """The line's timestamp, using ``years`` (the caller's own rollover state)."""
+        """The line's timestamp, using ``years`` (the caller's own rollover state).
+
+        ``years`` must have the time zone of the parser's own: both share one minute cache.
+        """
         hdr = self.header(raw, raw.text, years)
         return None if hdr is None else hdr[0]
 
