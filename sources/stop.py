@@ -116,44 +116,31 @@ class _Pacer:
         return min(inner, _now() + POLL)
 
 
-class _StatefulPart(StatefulSourcePartition[X, S]):
-    def __init__(self, inner: StatefulSourcePartition[X, S]) -> None:
+class _Stopping:
+    """What both partition kinds share: the inner partition, paced by a :class:`_Pacer`."""
+
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
         self._pace = _Pacer()
 
-    @override
-    def next_batch(self) -> Iterable[X]:
+    def next_batch(self) -> Iterable[Any]:
         return self._inner.next_batch() if self._pace.ready() else []
 
-    @override
     def next_awake(self) -> datetime | None:
         return self._pace.awake(self._inner.next_awake())
 
+    def close(self) -> None:
+        self._inner.close()
+
+
+class _StatefulPart(_Stopping, StatefulSourcePartition[X, S]):
     @override
     def snapshot(self) -> S:
-        return self._inner.snapshot()
-
-    @override
-    def close(self) -> None:
-        self._inner.close()
+        return self._inner.snapshot()  # type: ignore[no-any-return]
 
 
-class _StatelessPart(StatelessSourcePartition[X]):
-    def __init__(self, inner: StatelessSourcePartition[X]) -> None:
-        self._inner = inner
-        self._pace = _Pacer()
-
-    @override
-    def next_batch(self) -> Iterable[X]:
-        return self._inner.next_batch() if self._pace.ready() else []
-
-    @override
-    def next_awake(self) -> datetime | None:
-        return self._pace.awake(self._inner.next_awake())
-
-    @override
-    def close(self) -> None:
-        self._inner.close()
+class _StatelessPart(_Stopping, StatelessSourcePartition[X]):
+    pass
 
 
 class _Fixed(FixedPartitionedSource[X, S]):

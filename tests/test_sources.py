@@ -731,3 +731,24 @@ assert not [x for x in links if x.startswith("socket:")], links
 """
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True, timeout=60)
+
+
+def test_a_stop_request_ends_a_wrapped_input_where_it_is(tmp_path: Path) -> None:
+    from vigil.sources import stop
+
+    (tmp_path / "a.log").write_text("one\ntwo\nthree\n")
+    src = stop.stoppable(FileTailSource([str(tmp_path / "a.log")], "ssh", batch_size=1))
+    assert stop.stoppable(src) is src  # wrapping twice changes nothing
+    part = src.build_part("in", src.list_parts()[0], None)
+    stop.reset()
+    try:
+        assert [r.text for r in part.next_batch()] == ["one"]
+        assert part.snapshot().offset == 4  # the inner partition's own resume state
+        stop.request_stop()
+        with pytest.raises(StopIteration):
+            part.next_batch()
+        assert part.next_awake() is None  # polled at once, so the stop is seen at once
+        assert part.snapshot().offset == 4  # a restart resumes after "one"
+    finally:
+        stop.reset()
+        part.close()
