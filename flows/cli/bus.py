@@ -306,7 +306,7 @@ def run_local_cluster(args: argparse.Namespace) -> int:
     return code
 
 
-def _stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:
+def _stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 5.0) -> None:
     """Stop the members still running: SIGTERM (a clean stop), then SIGKILL after
     ``grace_s`` (0 after an abort)."""
     for p in procs:
