@@ -346,7 +346,7 @@ def run_kill_loop(
                 observed(tmp) == (w.bad_ids, w.fire_ips)
                 and {a["labels"]["entity"] for a in accepted_alerts(rx)} >= w.fire_ips
             ),
-            timeout=90,
+            timeout=240,
             what="every event to be accounted for",
         )
         time.sleep(1.0)  # anything late (a duplicate) would show up now
@@ -420,7 +420,9 @@ def test_redis_restart_mid_run(
                 observed(tmp_path) == (w.bad_ids, w.fire_ips)
                 and {a["labels"]["entity"] for a in accepted_alerts(http_receiver)} >= w.fire_ips
             ),
-            timeout=90,
+            # A deadline, not a timing claim: on a loaded 2-core CI machine ten restarts
+            # with recovery took longer than 90 s once (passes in ~46 s alone).
+            timeout=240,
             what="every event to be accounted for after the restarts",
         )
         assert vigil.proc is not None and vigil.proc.poll() is None, "vigil died"
