@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
-from vigil.flows.config.base import Frozen
+from vigil.flows.config.base import Frozen, known_zone
 from vigil.sinks.alerting.model import Matcher, parse_duration
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -160,15 +159,7 @@ class MaintenanceWindowConfig(Frozen):
 
     _m = field_validator("matchers")(_matchers)
 
-    @field_validator("timezone")
-    @classmethod
-    def _tz(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as ex:
-            msg = f"unknown time zone {v!r}"
-            raise ValueError(msg) from ex
-        return v
+    _tz_ok = field_validator("timezone")(known_zone)
 
     @field_validator("start", "end")
     @classmethod

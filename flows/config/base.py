@@ -35,6 +35,19 @@ InputName = Field(
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
+def known_zone(v: str | None) -> str | None:
+    """A field validator: ``v`` names an IANA time zone (``None`` passes)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    if v is not None:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as ex:
+            msg = f"unknown time zone {v!r}"
+            raise ValueError(msg) from ex
+    return v
+
+
 def _derived_name(inp: Any) -> str:
     """``<kind>_<what it reads>``: the first path's file name, a stream, a host and port."""
     kind = str(getattr(inp, "kind", "input"))

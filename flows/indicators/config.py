@@ -21,26 +21,15 @@
 from __future__ import annotations
 
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
-from vigil.flows.config.base import Frozen, InputName, Severity
+from vigil.flows.config.base import Frozen, InputName, Severity, known_zone
 from vigil.flows.config.detectors import DetectorConfig, EnsembleConfig
 
 #: Detectors whose score is a probability-like value in [0, 1].
 UNIT_SCORES = frozenset({"ensemble", "likelihood"})
 #: Their default alert threshold: tuned on NAB's dev half (0.15-0.3 score 60-61).
 UNIT_THRESHOLD = 0.25
-
-
-def _check_tz(v: str | None) -> str | None:
-    if v is not None:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as ex:
-            msg = f"unknown time zone {v!r}"
-            raise ValueError(msg) from ex
-    return v
 
 
 class CsvColumns(Frozen):
@@ -82,7 +71,7 @@ class IndicatorInput(Frozen):
         description="zone of timestamps written without one; null: such records are dead-lettered",
     )
 
-    _tz = field_validator("tz")(_check_tz)
+    _tz = field_validator("tz")(known_zone)
 
 
 class IndicatorRule(Frozen):

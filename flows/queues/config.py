@@ -12,7 +12,7 @@ from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from vigil.flows.config.base import Frozen, InputName, Severity
+from vigil.flows.config.base import Frozen, InputName, Severity, known_zone
 
 
 class FieldMapping(Frozen):
@@ -53,19 +53,7 @@ class FieldMapping(Frozen):
     #: A due value at exactly 00:00 local is a due *date*: the deadline is the end of it.
     due_date_is_end_of_day: bool = False
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str | None) -> str | None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        if v is None:
-            return v
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as ex:
-            msg = f"unknown time zone {v!r}"
-            raise ValueError(msg) from ex
-        return v
+    _tz_ok = field_validator("timezone")(known_zone)
 
 
 class QueueFileInput(Frozen):

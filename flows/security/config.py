@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, field_validator
-from vigil.flows.config.base import Frozen, Severity
+from vigil.flows.config.base import Frozen, Severity, known_zone
 from vigil.flows.config.detectors import DetectorConfig, EWMAZScoreConfig
 from vigil.flows.inputs import InputConfig
 
@@ -132,14 +132,4 @@ class SecurityConfig(Frozen):
     )
     rules: SecurityRules = SecurityRules()
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as ex:
-            msg = f"unknown time zone {v!r}"
-            raise ValueError(msg) from ex
-        return v
+    _tz_ok = field_validator("timezone")(known_zone)
