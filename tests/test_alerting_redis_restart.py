@@ -176,3 +176,37 @@ def test_redis_down_between_outbox_and_state_loses_no_alert(
     seqs = [orjson.loads(b)["sequence"] for b in http_receiver.accepted]
     assert len(seqs) == len(set(seqs)), f"a notification accepted twice: {seqs}"
     assert Counter(a["labels"]["entity"] for a in fired) == Counter(want)
+
+
+def test_redis_down_at_the_commit_of_a_new_alert_writes_its_line_once(
+    aof_redis: AofRedisServer, http_receiver: HttpReceiver
+) -> None:
+    """Redis stops just as the step that fired an alert commits (its alerts-file line is
+    already written). The step is retried after the restart and fires the alert again in
+    memory; the alerts file must still hold it once, as the receiver does."""
+    fired: list[dict[str, Any]] = []
+    svc = make_service(aof_redis.url, http_receiver.url, fired)
+    svc.start(threads=False)
+    commit = svc.store.commit
+    faults = {"left": 1}
+
+    def fault_after_the_line(changes: Any, *args: Any, **kw: Any) -> int:
+        if faults["left"] and any(a["labels"]["entity"] == det(1).entity for a in fired):
+            faults["left"] = 0
+            aof_redis.stop()  # a real outage, after the line and before the commit
+        return commit(changes, *args, **kw)
+
+    svc.store.commit = fault_after_the_line  # type: ignore[method-assign]
+    try:
+        assert svc.observe([det(0)]) == 1
+        svc.observe([det(1)])  # its step fails at the commit: kept for a retry
+        assert not aof_redis.running and faults["left"] == 0
+        aof_redis.start()
+        deadline = time.monotonic() + 30
+        while not svc.run_step() and time.monotonic() < deadline:  # the retry
+            time.sleep(0.2)
+        svc.observe([det(2)])
+    finally:
+        svc.close()
+    got = Counter(a["labels"]["entity"] for a in fired)
+    assert got == Counter(det(i).entity for i in range(3)), got

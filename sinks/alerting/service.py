@@ -213,6 +213,7 @@ class AlertingService:
         )
         self._lock = threading.RLock()
         self._backlog: list[Observation] = []
+        self._written_uncommitted: set[Any] = set()  # alerts-file lines of a failed commit
         self._backlog_lock = threading.Lock()
         self.max_backlog = 1_000_000
         self._known_version = -1
@@ -441,6 +442,8 @@ class AlertingService:
                 self.outbox.put(items, wall)
             # The alerts file before the commit: a crash in between replays the
             # detection after the restart and writes the line again (at least once).
+            # A failed commit (Redis restarting) retries the step in this process; the
+            # lines it already wrote are remembered and not written twice.
             self._write_fired(transitions)
             changes = self.engine.drain_changes()
             audit = [audit_record(t, wall=wall) for t in transitions]
@@ -457,6 +460,7 @@ class AlertingService:
                 )
             elif changes or keep_audit:
                 self._known_version = self.store.commit(changes, keep_audit, durable=durable)
+            self._written_uncommitted.clear()
         return transitions, notes, audit, items
 
     def _render(self, notes: list[Notification]) -> list[OutboxItem]:
@@ -488,9 +492,15 @@ class AlertingService:
                 log.warning("alerting: cannot write the audit log: %s", ex)
 
     def _write_fired(self, transitions: list[Transition]) -> None:
-        fired = [t.alert for t in transitions if t.new == "firing"]
+        pending = self._written_uncommitted
+        fired = [
+            t.alert
+            for t in transitions
+            if t.new == "firing" and t.alert.get("dedup_key") not in pending
+        ]
         if not fired:
             return
+        pending.update(a.get("dedup_key") for a in fired)
         if self.alerts_file is not None:
             try:
                 self.alerts_file.write(fired)
