@@ -13,6 +13,7 @@ from pathlib import PurePath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from vigil.flows.config.shards import shard_label
 from vigil.flows.errors import ConfigError
 
 Severity = Literal["info", "warning", "high", "critical"]
@@ -108,9 +109,11 @@ def input_step_ids(feed: str, inputs: Sequence[Any], n: int) -> list[str]:
 
 def shard_of(key: str, shards: int) -> str:
     """The shard of a key (a source address, an agency, a series), as the feeds key their
-    stateful steps: stable across processes (unlike ``hash``), so every worker routes alike.
+    stateful steps: stable across processes (unlike ``hash``), so every worker routes alike,
+    and labelled so that bytewax gives every worker an equal share of the shards
+    (:mod:`vigil.flows.config.shards`).
 
     >>> shard_of("203.0.113.7", 16) == shard_of("203.0.113.7", 16)
     True
     """
-    return str(zlib.crc32(key.encode()) % shards)
+    return shard_label(zlib.crc32(key.encode()) % shards, shards)

@@ -45,6 +45,7 @@ from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 from vigil.flows.config.base import input_step_ids, shard_of
+from vigil.flows.config.shards import shard_names
 from vigil.flows.feed import FeedIO, standalone_flow
 from vigil.flows.guard import guard_batch, guard_logic
 from vigil.flows.queues.calendar import (
@@ -157,7 +158,7 @@ Routed = tuple[str, tuple[list[QueueEvent], float]] | DeadLetter | Tally
 def make_route(shards: int) -> Callable[[list[Any]], list[Routed]]:
     """Group a batch per shard of agency; every shard also gets the batch's newest time."""
     cache: dict[str, str] = {}
-    all_shards = [str(i) for i in range(shards)]
+    all_shards = shard_names(shards)
 
     def route(items: list[Any]) -> list[Routed]:
         groups: dict[str, list[QueueEvent]] = {}

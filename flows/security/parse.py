@@ -14,6 +14,7 @@ from typing import cast
 
 from bytewax.operators import StatefulBatchLogic
 from vigil.flows.config.base import shard_of
+from vigil.flows.config.shards import shard_index, shard_names
 from vigil.flows.security.episodes import FEED
 from vigil.flows.security.parsers import LineParser
 from vigil.flows.security.rules import RulesSnapshot, SecurityRules
@@ -55,7 +56,9 @@ class RulesLogic(StatefulBatchLogic[ShardBatch, RulesOut, RulesSnapshot]):
         for ds, ts in marks.items():
             if ts > promised.get(ds, -math.inf):
                 promised[ds] = ts
-                out.append(Watermark(f"{FEED}/{ds}", f"rules/{shard}", ts, self.producers))
+                # Named by the shard's index: a producer keeps its name when labels change.
+                producer = f"rules/{shard_index(shard)}"
+                out.append(Watermark(f"{FEED}/{ds}", producer, ts, self.producers))
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[RulesOut], bool]:
@@ -83,7 +86,7 @@ def make_parse_batch(
     """
     newest: dict[str, float] = {}
     shard_cache: dict[str, str] = {}
-    names = [str(i) for i in range(shards)]
+    names = shard_names(shards)
 
     def parse_batch(raws: list[RawLine]) -> list[Parsed]:
         out: list[Parsed] = []
