@@ -19,7 +19,9 @@ Starts its own ``redis-server`` (AOF off) on a free port and measures, in one ru
    (utime + stime) over ``--idle-seconds``, after a 3 s settle. Must stay near zero.
 
 The last line is one JSON object: ``events_per_s_1proc``, ``events_per_s_2proc``,
-``scale_ratio``, ``latency_p50_s``, ``latency_p99_s``, ``idle_cpu_fraction`` and context.
+``scale_ratio``, ``latency_p50_s``, ``latency_p99_s``, ``idle_cpu_fraction``, the shards each
+of the 2 processes holds (``shards_per_worker_2proc``, as bytewax routes the shard keys) and
+context.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
+from vigil.flows.config.shards import worker_shares  # noqa: E402
 
 from vigil.records import (  # noqa: E402
     RawLine,
@@ -309,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--idle-seconds", type=float, default=10.0)
     ap.add_argument("--group-wait", type=float, default=0.0, help="alerting.timing.group_wait (s)")
     args = ap.parse_args(argv)
+    balance = worker_shares(16, 2)  # the security flow's default shards on 2 workers
     with tempfile.TemporaryDirectory(prefix="vigil-bench-bus-") as d:
         workdir = Path(d)
         rproc, port = start_redis(workdir)
@@ -320,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"1 process: {one}", file=sys.stderr)
             two = throughput(r, port, workdir, 2, args.lines)
             print(f"2 processes: {two}", file=sys.stderr)
+            print(f"shards per worker (of 16): {balance}", file=sys.stderr)
             lat = latency(r, port, workdir, args.rate, args.seconds, args.group_wait)
             print(f"latency: {lat}", file=sys.stderr)
         finally:
@@ -342,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
                 "latency_group_wait_s": args.group_wait,
                 "cpus": os.cpu_count(),
                 "crashed_2proc": two.get("crashed", False),
+                "shards_per_worker_2proc": balance,
             }
         )
     )
