@@ -137,3 +137,19 @@ def test_file_outbox_keeps_items_across_restarts(tmp_path: Path) -> None:
     again = FileOutbox(tmp_path / "ob")
     assert [i.id for i in again.claim(T0, 10, 30)] == ["id1"]
     again.close()
+
+
+def test_audit_reads_step_batches_and_older_single_records(r: Any) -> None:
+    """A step's audit records land in one stream entry; ``audit(count)`` still returns the
+    newest ``count`` records oldest first, including entries written one record each."""
+    import orjson
+    from vigil.sinks.alerting.state import Changes
+
+    prefix = f"test:{uuid.uuid4().hex[:8]}"
+    store = RedisStore(r, prefix=prefix)
+    r.xadd(f"{prefix}:audit", {"json": orjson.dumps({"n": 0})})  # the format before batches
+    store.commit(Changes(), [{"n": 1}, {"n": 2}])
+    store.commit(Changes(), [{"n": 3}, {"n": 4}, {"n": 5}])
+    assert r.xlen(f"{prefix}:audit") == 3  # one entry per step
+    assert [a["n"] for a in store.audit()] == [0, 1, 2, 3, 4, 5]
+    assert [a["n"] for a in store.audit(count=4)] == [2, 3, 4, 5]

@@ -255,6 +255,7 @@ class AuditConfig(Frozen):
     otherwise this file (default ``<state dir>/audit.jsonl``)."""
 
     file: str | None = None
+    #: approximate cap of the stream in entries; an entry holds one engine step's records
     stream_maxlen: int = Field(default=100_000, ge=100)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -172,7 +172,11 @@ class Alert:
     clock: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow (labels and annotations copied): asdict's deep copy was most of a commit.
+        d = {f: getattr(self, f) for f in _ALERT_FIELDS}
+        d["labels"] = dict(self.labels)
+        d["annotations"] = dict(self.annotations)
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Alert:
@@ -180,6 +184,9 @@ class Alert:
         if not a.valid_until:  # stored before episodes had an end of their own
             a.valid_until = a.last_seen
         return a
+
+
+_ALERT_FIELDS = tuple(f.name for f in fields(Alert))
 
 
 @dataclass(frozen=True, slots=True)

@@ -435,7 +435,8 @@ class RedisStore:
     prefix
         Key prefix (see the module docstring for the layout).
     audit_maxlen
-        Approximate cap of the audit stream.
+        Approximate cap of the audit stream, in entries (one per engine step that changed
+        an alert, holding that step's records).
     """
 
     def __init__(
@@ -526,10 +527,10 @@ class RedisStore:
                 )
             if deletes:
                 p.hdel(self.k(table), *deletes)
-        for rec in audit:
+        if audit:  # one stream entry per step, holding the step's records in order
             p.xadd(
                 self.k("audit"),
-                {"json": orjson.dumps(dict(rec))},
+                {"batch": orjson.dumps([dict(rec) for rec in audit])},
                 maxlen=self.audit_maxlen,
                 approximate=True,
             )
@@ -600,8 +601,21 @@ class RedisStore:
 
     def audit(self, count: int = 1000) -> list[dict[str, Any]]:
         """The newest ``count`` audit records, oldest first."""
-        rows = self.r.xrevrange(self.k("audit"), count=count)
-        return [json.loads(fields[b"json"]) for _id, fields in reversed(rows)]
+        out: list[dict[str, Any]] = []
+        last = b"+"
+        while len(out) < count:
+            rows = self.r.xrevrange(self.k("audit"), max=last, count=min(count, 500))
+            if last != b"+":
+                rows = rows[1:]  # the entry ``last`` itself, read before
+            if not rows:
+                break
+            for _id, fields in rows:
+                if b"batch" in fields:  # a step's records, oldest first
+                    out.extend(reversed(orjson.loads(fields[b"batch"])))
+                else:  # one record per entry (written before batches)
+                    out.append(json.loads(fields[b"json"]))
+            last = rows[-1][0]
+        return list(reversed(out[:count]))
 
     def reset(self) -> None:
         self.r.delete(*(self.k(n) for n in ("alerts", "groups", "nflog", "clock", "grafana")))
