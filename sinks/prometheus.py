@@ -250,6 +250,8 @@ class FlowMetrics:
         # Plain running totals for the terminal progress line.
         self.total_lines = 0
         self.total_dead = 0
+        self.total_quality = 0  # rows set aside for their data quality (queue feed)
+        self.total_events = 0
         self.total_detections = 0
         self._newest = 0.0
         self._sketches: dict[str, frequent_strings_sketch] = {}
@@ -279,8 +281,11 @@ class FlowMetrics:
                     self.total_lines += n
                     if outcome == "dead_lettered":
                         self.total_dead += n
+                    elif outcome == "data_quality":
+                        self.total_quality += n
                 for (ds, action), n in it.events.items():
                     self.events.labels(f, ds, action).inc(n)
+                    self.total_events += n
                 if it.late:
                     self.late.labels(f).inc(it.late)
                 secs = it.gauges.get("seconds")

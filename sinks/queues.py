@@ -80,7 +80,8 @@ class QueueMetrics:
         self.on_time = get_or_create(
             Gauge,
             QUEUE_ON_TIME,
-            "Share of completions on time over the trailing window.",
+            "Share of completions on time over the trailing window, among those with a "
+            "deadline or an on-time flag (unset without either).",
             lab,
             r,
         )

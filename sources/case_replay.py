@@ -143,8 +143,10 @@ class CaseReplaySource(FixedPartitionedSource[Any, int]):
         if self.stop_after_last is not None:
             stop = self.stop_after_last
             last = max((i for i, rec in enumerate(out) if stop(rec)), default=len(out) - 1)
-            self.cut = len(out) - last - 1
-            out = out[: last + 1]
+            # Records without a time (dead letters of rows) are never cut: every row counts.
+            kept = [r for r in out[last + 1 :] if not isinstance(getattr(r, "ts", None), float)]
+            self.cut = len(out) - last - 1 - len(kept)
+            out = out[: last + 1] + kept
         return dead + out
 
     @override

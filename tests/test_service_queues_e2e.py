@@ -51,7 +51,8 @@ def run(name: str, no_holidays: bool = False) -> tuple[list[Detection], list[Que
     path = BOSTON if name == "boston311.yaml" else LA
     raw = example(name, path, **({"country": None, "holidays": []} if no_holidays else {}))
     dets, stats, dead = replay(parse_config(raw).service_queues)
-    assert not dead
+    # Nothing unreadable; LA has 25 cases closed before they were opened, set aside.
+    assert {(d.step, d.reason) for d in dead} <= {("data_quality", "close_before_open")}
     return dets, stats
 
 

@@ -143,6 +143,14 @@ class Totals:
     def total_detections(self) -> int:
         return sum(m.total_detections for m in self._metrics.values())
 
+    @property
+    def total_quality(self) -> int:
+        return sum(getattr(m, "total_quality", 0) for m in self._metrics.values())
+
+    @property
+    def total_events(self) -> int:
+        return sum(getattr(m, "total_events", 0) for m in self._metrics.values())
+
 
 class Progress:
     """Events/s and detections so far: a live line on a terminal, a log line otherwise."""
@@ -203,6 +211,8 @@ class Progress:
         return {
             "lines": m.total_lines,
             "dead_lettered": m.total_dead,
+            **({"data_quality": m.total_quality} if m.total_quality else {}),
+            "events": m.total_events,
             "detections": m.total_detections,
             "seconds": round(secs, 2),
             "lines_per_s": round(m.total_lines / max(secs, 1e-9), 1),
@@ -214,6 +224,8 @@ _ROWS = (
     ("detections", "detections"),
     ("alerts", "alerts printed"),
     ("dead_lettered", "dead-lettered"),
+    ("data_quality", "set aside (data quality)"),
+    ("events", "events derived"),
     ("seconds", "seconds"),
     ("lines_per_s", "lines/s"),
     ("webhook_deliveries_verified", "webhook deliveries (signature verified)"),

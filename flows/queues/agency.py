@@ -31,12 +31,22 @@ def _kll() -> kll_floats_sketch:
 class _Counts:
     """What happened to one agency (or one of its services) in one window."""
 
-    __slots__ = ("arrivals", "breaches", "channels", "completions", "met", "on_time", "proc")
+    __slots__ = (
+        "arrivals",
+        "breaches",
+        "channels",
+        "completions",
+        "judged",
+        "met",
+        "on_time",
+        "proc",
+    )
 
     def __init__(self) -> None:
         self.arrivals = 0
         self.completions = 0
         self.on_time = 0
+        self.judged = 0  # completions with a verdict (an on-time flag or a deadline)
         self.met = 0  # deadlines met (closed on time, had a deadline)
         self.breaches = 0  # deadlines passed while open
         self.channels: dict[str, int] | None = None
@@ -50,12 +60,17 @@ class _Counts:
     def __getstate__(self) -> tuple[Any, ...]:
         proc = self.proc.serialize() if self.proc is not None else None
         chans = tuple(self.channels.items()) if self.channels else None
-        return (self.arrivals, self.completions, self.on_time, self.met, self.breaches, chans, proc)
+        return (
+            *(self.arrivals, self.completions, self.on_time, self.met, self.breaches),
+            *(chans, proc, self.judged),
+        )
 
     def __setstate__(self, st: tuple[Any, ...]) -> None:
         self.arrivals, self.completions, self.on_time, self.met, self.breaches = st[:5]
         self.channels = dict(st[5]) if st[5] else None
         self.proc = kll_floats_sketch.deserialize(st[6]) if st[6] is not None else None
+        # Snapshots from before verdicts were counted judged every completion.
+        self.judged = st[7] if len(st) > 7 else self.completions
 
 
 class _Bucket:
@@ -223,7 +238,7 @@ def window_stats(
             a.overdue,
             c.breaches,
             c.met,
-            on_time / comp if comp else _NAN,
+            on_time / comp if comp else _NAN,  # comp: completions with a verdict
             q[0],
             q[1],
             q[2],
@@ -261,14 +276,15 @@ def window_stats(
 
 
 def trail_totals(a: _Agency, svc: str | None) -> tuple[int, int, kll_floats_sketch | None]:
-    """Completions, on-time completions and merged processing times over the trail."""
+    """Completions with a verdict (an on-time flag or a deadline), on-time completions
+    and merged processing times over the trail: no deadline source, no on-time rate."""
     comp = on_time = 0
     merged: kll_floats_sketch | None = None
     for _s, b in a.trail:
         c = b.agency if svc is None else b.services.get(svc)
         if c is None or not c.completions:
             continue
-        comp += c.completions
+        comp += c.judged
         on_time += c.on_time
         if c.proc is not None:
             if merged is None:

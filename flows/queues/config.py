@@ -42,7 +42,12 @@ class FieldMapping(Frozen):
         "closed": "closed",
     }
     event_at: str = "ts"
+    #: Event logs: the status of a status event. Case tables: the case's status, checked
+    #: against its close time (``closed_statuses`` without a close time, or
+    #: ``open_statuses`` with one, go to the data-quality stream).
     status: str | None = None
+    closed_statuses: tuple[str, ...] = ("closed", "resolved", "completed", "cancelled")
+    open_statuses: tuple[str, ...] = ("open", "new", "pending", "in progress", "assigned")
     hold_statuses: tuple[str, ...] = ("on_hold", "returned_for_documents")
     resume_statuses: tuple[str, ...] = ("resumed",)
     #: ``"iso"`` (ISO 8601; an offset in the value wins) or a ``strptime`` format.
@@ -54,6 +59,47 @@ class FieldMapping(Frozen):
     due_date_is_end_of_day: bool = False
 
     _tz_ok = field_validator("timezone")(known_zone)
+
+
+DeadlineUnit = Literal["working_days", "working_hours", "hours", "days"]
+
+
+class DeadlineSpec(Frozen):
+    """A deadline: ``amount`` of ``unit`` after the receipt; YAML may say ``"5 working_days"``."""
+
+    amount: float = Field(gt=0)
+    unit: DeadlineUnit = "working_days"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, v: object) -> object:
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return {"amount": v}
+        if isinstance(v, str):
+            amount, _, unit = v.strip().partition(" ")
+            try:
+                num = float(amount)
+            except ValueError:
+                msg = f"a deadline is 'AMOUNT UNIT' such as '5 working_days', got {v!r}"
+                raise ValueError(msg) from None
+            return {"amount": num, "unit": unit.strip() or "working_days"}
+        return v
+
+    def __str__(self) -> str:
+        return f"{self.amount:g} {self.unit}"
+
+
+class ServiceLevels(Frozen):
+    """The service-level table: deadlines for records that carry none (no ``due_at``).
+
+    ``services`` keys are a service name, or ``AGENCY/service`` for one agency's service;
+    a service's line wins over its agency's default (``agencies``), which wins over
+    ``default``. A record's own due date always wins over the table.
+    """
+
+    default: DeadlineSpec | None = None
+    agencies: dict[str, DeadlineSpec] = Field(default_factory=dict)
+    services: dict[str, DeadlineSpec] = Field(default_factory=dict)
 
 
 class QueueFileInput(Frozen):
@@ -189,6 +235,7 @@ class ServiceQueuesConfig(Frozen):
         default=None, description="environment variable with the salt of request-id hashes"
     )
     rules: QueueRules = QueueRules()
+    service_levels: ServiceLevels = ServiceLevels()
 
     @model_validator(mode="after")
     def _one_time_zone(self) -> ServiceQueuesConfig:
@@ -232,9 +279,20 @@ def explain(section: ServiceQueuesConfig) -> list[str]:
         out += missing_columns(cols, inp.paths, inp.format, f"service_queues.inputs.{i}.mapping")
         zone = "the calendar's" if m.timezone == section.calendar.timezone else "its own"
         out.append(f"  input {i}: times without an offset are {m.timezone} ({zone})")
-        if not m.due_at and not m.on_time:
+        levels = section.service_levels
+        has_table = bool(levels.default or levels.agencies or levels.services)
+        if has_table:
             out.append(
-                f"warning: service_queues.inputs.{i}: no deadline source (mapping.due_at or "
-                "mapping.on_time): on-time figures mean nothing and overdue rules never fire"
+                f"  input {i}: deadlines: "
+                + ("mapping.due_at, else " if m.due_at else "")
+                + f"the service-level table ({len(levels.services)} services, "
+                f"{len(levels.agencies)} agencies, default "
+                f"{levels.default if levels.default else 'none'})"
+            )
+        if not m.due_at and not m.on_time and not has_table:
+            out.append(
+                f"warning: service_queues.inputs.{i}: no deadline source (mapping.due_at, "
+                "mapping.on_time or service_levels): the scorecard shows no on-time figure "
+                "and overdue rules never fire"
             )
     return out

@@ -55,8 +55,9 @@ from vigil.flows.queues.calendar import (
     read_holidays,
 )
 from vigil.flows.queues.config import QueueFileInput, ServiceQueuesConfig
+from vigil.flows.queues.deadlines import DeadlineTable
 from vigil.flows.queues.mapping import CaseMapper, LabelFolder
-from vigil.flows.queues.records import RECEIVED, QueueEvent
+from vigil.flows.queues.records import CLOSED, DATA_QUALITY, RECEIVED, QueueEvent
 from vigil.flows.queues.state import FEED, QueueMonitor, QueueSnapshot
 from vigil.sources.case_replay import CaseReplaySource
 
@@ -128,11 +129,18 @@ def make_sources(
     """One replay source per configured input, sharing the label folders."""
     agencies, services, channels = make_folders(cfg)
     salt = id_salt(cfg, environ)
+    table = DeadlineTable(cfg.service_levels, make_calendar(cfg))
     out: list[Source[Any]] = []
     for inp in cfg.inputs:
         assert isinstance(inp, QueueFileInput)
         mapper = CaseMapper(
-            inp.mapping, agencies, services, channels, salt=salt, origin=",".join(inp.paths)
+            inp.mapping,
+            agencies,
+            services,
+            channels,
+            salt=salt,
+            origin=",".join(inp.paths),
+            deadlines=table,
         )
         speed = inp.speed if speed_override == "config" else speed_override
         out.append(
@@ -156,7 +164,14 @@ Routed = tuple[str, tuple[list[QueueEvent], float]] | DeadLetter | Tally
 
 
 def make_route(shards: int) -> Callable[[list[Any]], list[Routed]]:
-    """Group a batch per shard of agency; every shard also gets the batch's newest time."""
+    """Group a batch per shard of agency; every shard also gets the batch's newest time.
+
+    Its tally counts *rows*: ``("queue_row", outcome)`` with outcome ``parsed`` (a row that
+    gave events), ``data_quality`` (set aside, see :data:`~vigil.flows.queues.records.DATA_QUALITY`)
+    or ``dead_lettered``; so the run summary's ``lines`` is the rows read. A case row gives
+    one arrival and maybe one close: the close (it carries ``received``) is not a row.
+    Events by agency and kind go to ``events``.
+    """
     cache: dict[str, str] = {}
     all_shards = shard_names(shards)
 
@@ -165,9 +180,11 @@ def make_route(shards: int) -> Callable[[list[Any]], list[Routed]]:
         out: list[Routed] = []
         newest = float("-inf")
         kinds: dict[tuple[str, str], int] = {}
-        dead = 0
+        dead = quality = derived = 0
         for it in items:
             if type(it) is QueueEvent:
+                if it.kind == CLOSED and it.received is not None:
+                    derived += 1  # the close of a case row, whose arrival counted the row
                 k = cache.get(it.agency)
                 if k is None:
                     k = cache[it.agency] = shard_of(it.agency, shards)
@@ -181,14 +198,19 @@ def make_route(shards: int) -> Callable[[list[Any]], list[Routed]]:
                 ek = (it.agency, it.kind)
                 kinds[ek] = kinds.get(ek, 0) + 1
             elif type(it) is DeadLetter:
-                dead += 1
+                if it.step == DATA_QUALITY:
+                    quality += 1
+                else:
+                    dead += 1
                 out.append(it)
         if newest > float("-inf"):
             for k in all_shards:
                 out.append((k, (groups.get(k, []), newest)))
-        lines = {("queue_event", "parsed"): sum(kinds.values())}
+        lines = {("queue_row", "parsed"): sum(kinds.values()) - derived}
         if dead:
-            lines[("queue_event", "dead_lettered")] = dead
+            lines[("queue_row", "dead_lettered")] = dead
+        if quality:
+            lines[("queue_row", DATA_QUALITY)] = quality
         out.append(
             Tally(
                 "route",

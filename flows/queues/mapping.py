@@ -18,7 +18,18 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from vigil.flows.queues.config import FieldMapping
-from vigil.flows.queues.records import CLOSED, RECEIVED, STATUS, QueueEvent
+from vigil.flows.queues.deadlines import DeadlineTable
+from vigil.flows.queues.records import (
+    CLOSE_BEFORE_OPEN,
+    CLOSE_TIME_WITH_OPEN_STATUS,
+    CLOSED,
+    CLOSED_WITHOUT_CLOSE_TIME,
+    DATA_QUALITY,
+    RECEIVED,
+    STATUS,
+    UNPARSABLE_CLOSE_TIME,
+    QueueEvent,
+)
 
 from vigil.records import DeadLetter
 
@@ -89,6 +100,7 @@ class TimeParser:
     def __init__(self, fmt: str, tz: str) -> None:
         self.fmt = fmt
         self.tz = ZoneInfo(tz)
+        self._iso_like = fmt == "%Y-%m-%d %H:%M:%S"
 
     def __call__(self, text: str | None) -> float | None:
         if text is None:
@@ -100,6 +112,8 @@ class TimeParser:
             return None
         if self.fmt == "iso":
             dt = datetime.fromisoformat(text)
+        elif self._iso_like and len(text) == 19 and text[10] == " " and text[4] == "-":
+            dt = datetime.fromisoformat(text)  # same result as strptime, ~10x faster
         else:
             dt = datetime.strptime(text, self.fmt)  # noqa: DTZ007 - zone attached below
         if dt.tzinfo is None:
@@ -139,6 +153,8 @@ class CaseMapper:
         Key of the request-id hash.
     origin
         Where the rows come from, for dead letters.
+    deadlines
+        The service-level table: the deadline of a record without its own due date.
 
     Examples
     --------
@@ -164,8 +180,10 @@ class CaseMapper:
         *,
         salt: bytes = b"",
         origin: str = "",
+        deadlines: DeadlineTable | None = None,
     ) -> None:
         self.mapping = mapping
+        self.deadlines = deadlines if deadlines else None
         self.agencies = agencies
         self.services = services
         self.channels = channels
@@ -176,6 +194,8 @@ class CaseMapper:
         self._on_time_values = frozenset(v.lower() for v in m.on_time_values)
         self._hold = frozenset(s.lower() for s in m.hold_statuses)
         self._resume = frozenset(s.lower() for s in m.resume_statuses)
+        self._closed_st = frozenset(s.lower() for s in m.closed_statuses)
+        self._open_st = frozenset(s.lower() for s in m.open_statuses)
 
     def prime(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Fold agencies and services to the real top-N of a whole table (replays)."""
@@ -205,11 +225,18 @@ class CaseMapper:
             if k and k in row
         }
         if m.id in row:
-            keep[m.id] = hash_id(str(row[m.id]), self.salt)
+            raw = str(row[m.id] or "").strip()
+            keep[m.id] = hash_id(raw, self.salt) if raw else ""  # never a hash of nothing
         return orjson.dumps(keep, default=str).decode()[:512]
 
     def _dead(self, reason: str, row: Mapping[str, Any]) -> DeadLetter:
         return DeadLetter("map", reason, self.safe_payload(row), "service_queues", self.origin)
+
+    def _quality(self, reason: str, row: Mapping[str, Any]) -> DeadLetter:
+        """A row set aside for its data quality (counted, not in any figure)."""
+        return DeadLetter(
+            DATA_QUALITY, reason, self.safe_payload(row), "service_queues", self.origin
+        )
 
     def _time(self, row: Mapping[str, Any], key: str | None) -> float | None:
         if key is None:
@@ -220,12 +247,12 @@ class CaseMapper:
         """The events of one row (a case gives up to two), or one dead letter."""
         m = self.mapping
         raw_id = row.get(m.id)
-        if raw_id is None or raw_id == "":
+        if raw_id is None or not str(raw_id).strip():
             return [self._dead("missing field: id", row)]
         agency_raw = row.get(m.agency)
         if agency_raw is None or agency_raw == "":
             return [self._dead("missing field: agency", row)]
-        rid = hash_id(str(raw_id), self.salt)
+        rid = hash_id(str(raw_id).strip(), self.salt)
         agency = self.agencies.fold(str(agency_raw))
         service = self.services.fold(str(row.get(m.service) or "")) if m.service else OTHER
         channel = self.channels.fold(str(row.get(m.channel) or "")) if m.channel else OTHER
@@ -261,29 +288,44 @@ class CaseMapper:
             return [QueueEvent(ts, STATUS, rid, agency, service, channel, status=norm)]
         if kind == CLOSED:
             return [QueueEvent(ts, CLOSED, rid, agency, service, channel, on_time=on_time)]
-        out: list[QueueEvent | DeadLetter] = [
-            QueueEvent(ts, RECEIVED, rid, agency, service, channel, due=due)
-        ]
-        if m.event is None or m.event not in row:
+        source = "data" if due is not None else ""
+        if due is None and self.deadlines is not None:
+            raw_service = str(row.get(m.service) or "").strip() if m.service else None
+            due = self.deadlines.due(str(agency_raw).strip(), raw_service, ts)
+            source = "table" if due is not None else ""
+        closed: float | None = None
+        case_row = m.event is None or m.event not in row
+        if case_row:
+            # A case row's lifecycle must make sense, or the row is set aside whole (in
+            # no figure, counted with its reason), never half-counted.
             try:
                 closed = self._time(row, m.closed_at)
             except (ValueError, TypeError, OverflowError):
-                out.append(self._dead("bad timestamp: closed_at", row))
-                return out
-            if closed is not None:
-                # A close before the open is a data-entry artefact: close at the open time
-                # (processing time 0) rather than leave the request open forever.
-                out.append(
-                    QueueEvent(
-                        max(closed, ts),
-                        CLOSED,
-                        rid,
-                        agency,
-                        service,
-                        channel,
-                        due=due,
-                        received=ts,
-                        on_time=on_time,
-                    )
+                return [self._quality(UNPARSABLE_CLOSE_TIME, row)]
+            if closed is not None and closed < ts:
+                return [self._quality(CLOSE_BEFORE_OPEN, row)]
+            if m.status:
+                st = str(row.get(m.status) or "").strip().lower()
+                if closed is None and st in self._closed_st:
+                    return [self._quality(CLOSED_WITHOUT_CLOSE_TIME, row)]
+                if closed is not None and st in self._open_st:
+                    return [self._quality(CLOSE_TIME_WITH_OPEN_STATUS, row)]
+        out: list[QueueEvent | DeadLetter] = [
+            QueueEvent(ts, RECEIVED, rid, agency, service, channel, due=due, due_source=source)
+        ]
+        if closed is not None:
+            out.append(
+                QueueEvent(
+                    closed,
+                    CLOSED,
+                    rid,
+                    agency,
+                    service,
+                    channel,
+                    due=due,
+                    received=ts,
+                    on_time=on_time,
+                    due_source=source,
                 )
+            )
         return out

@@ -13,6 +13,20 @@ RECEIVED = "received"
 STATUS = "status"
 CLOSED = "closed"
 
+#: Step of the dead-letter-like records of rows set aside for their data quality, and the
+#: stable reasons (see :meth:`vigil.flows.queues.mapping.CaseMapper.convert`).
+DATA_QUALITY = "data_quality"
+CLOSE_BEFORE_OPEN = "close_before_open"
+UNPARSABLE_CLOSE_TIME = "unparsable_close_time"
+CLOSED_WITHOUT_CLOSE_TIME = "closed_without_close_time"
+CLOSE_TIME_WITH_OPEN_STATUS = "close_time_with_open_status"
+QUALITY_REASONS = (
+    CLOSE_BEFORE_OPEN,
+    UNPARSABLE_CLOSE_TIME,
+    CLOSED_WITHOUT_CLOSE_TIME,
+    CLOSE_TIME_WITH_OPEN_STATUS,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class QueueEvent:
@@ -38,6 +52,9 @@ class QueueEvent:
         one; ``None`` means "decide from ``due``".
     status
         On ``status``: ``"hold"`` (the deadline clock stops), ``"resume"`` or ``"other"``.
+    due_source
+        Where ``due`` came from: ``"data"`` (the record's own due date), ``"table"`` (the
+        configured service-level table) or ``""`` (no deadline).
     """
 
     ts: float
@@ -50,3 +67,4 @@ class QueueEvent:
     received: float | None = None
     on_time: bool | None = None
     status: str = ""
+    due_source: str = ""

@@ -252,13 +252,18 @@ class QueueMonitor(_QueueRules):
             if overdue:
                 a.overdue -= 1
                 lv[1] -= 1
+        # A verdict needs a source: the publisher's flag, else a deadline (the record's
+        # or the service-level table's). Without one the completion is not judged.
+        judged = ev.on_time is not None or due is not None
         if ev.on_time is not None:
             on_time = ev.on_time
         else:
-            on_time = due is None or (not overdue and ev.ts <= due)
+            on_time = due is not None and not overdue and ev.ts <= due
         bk = self._bucket(a, ev.ts)
         for c in (bk.agency, bk.svc(svc)):
             c.completions += 1
+            if judged:
+                c.judged += 1
             if on_time:
                 c.on_time += 1
             if due is not None and not overdue and ev.ts <= due:
