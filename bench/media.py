@@ -4,6 +4,7 @@ Usage::
 
     python bench/media.py             # everything (about 2 minutes)
     python bench/media.py --no-train  # skip training the sentiment model
+    python bench/media.py --quick     # stories and throughput only
 
 1. **NAB realTweets** (``../shared/datasets/nab``): the volume detector
    (:class:`vigil.detectors.mention_volume.MentionVolume`) runs over each of the five dev
@@ -14,11 +15,18 @@ Usage::
    the same way with :mod:`vigil.flows.evaluation.nab`.
 2. **Airline tweets**: the media analyzer over the 14,640 labelled tweets with the shipped
    lexicon; every negative surge per airline with its time and top terms.
-3. **Sentiment**: ``vigil train sentiment`` on the airline tweets (80/20 stratified split).
-4. **Throughput**: items/s of the whole bytewax flow (one worker) on the tweets repeated
-   to 5 copies, beside a plain Python loop doing the same parsing and analysis.
+3. **Stories**: a match-all replay of the airline tweets, item by item as a live feed:
+   story ids against stories (reports linked when at most an hour apart and sharing a
+   term), articles until each story is first flagged, early flags, and the same without a
+   watch list.
+4. **Sentiment**: ``vigil train sentiment`` on the airline tweets (80/20 stratified split).
+5. **Throughput**: items/s of the whole bytewax flow (one worker, stories and lexicon
+   sentiment on) on the tweets repeated to 5 copies, beside a plain Python loop doing the
+   same parsing and analysis; wall clock, and CPU time of this process (the machine may be
+   shared).
 
-The last line printed is one JSON object with the figures.
+The last line printed is one JSON object with the figures (``media_items_per_s``: the
+flow's wall-clock items/s).
 """
 
 from __future__ import annotations
@@ -178,6 +186,103 @@ def airline_surges() -> dict[str, Any]:
     return {"negative_surges": listed, "detections_by_kind": kinds}
 
 
+# ---------------------------------------------------------------------------- stories
+def _story_chains(reports: list[Any]) -> list[list[Any]]:
+    """Reports of one story by an independent referee: at most an hour apart, sharing a
+    shown term (union-find over time-ordered reports)."""
+    parent = list(range(len(reports)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, a in enumerate(reports):
+        ta = {t for t, _ in a.terms}
+        for j in range(i + 1, len(reports)):
+            if reports[j].ts - a.ts > 3600:
+                break
+            if ta & {t for t, _ in reports[j].terms}:
+                parent[find(i)] = find(j)
+    chains: dict[int, list[Any]] = {}
+    for i, r in enumerate(reports):
+        chains.setdefault(find(i), []).append(r)
+    return list(chains.values())
+
+
+def story_replay(watch: tuple[WatchEntity, ...]) -> dict[str, Any]:
+    import bisect
+    import statistics
+
+    from vigil.flows.media.records import EmergingStory
+
+    cfg = MediaConfig(watch=watch)
+    parse = make_parse_batch(
+        cfg, scorer=LexiconScorer(), fields_by_source={"twitter": FIELDS},
+        languages={"twitter": "en"},
+    )  # fmt: skip
+    rows = airline_rows()
+    an = MediaAnalyzer(cfg)
+    out: list[Any] = []
+    items: list[Any] = []
+    emitted: dict[int, float] = {}
+    for i in range(0, len(rows), 500):
+        for x in parse(rows[i : i + 500]):
+            if isinstance(x, tuple):
+                for it in x[1]:  # item by item, as a live feed: when is each story flagged?
+                    items.append(it)
+                    for o in an.process([it]):
+                        out.append(o)
+                        emitted[id(o)] = it.ts
+    out.extend(an.flush())
+    reports = sorted((o for o in out if isinstance(o, EmergingStory)), key=lambda s: s.ts)
+    chains = _story_chains(reports)
+    times = [it.ts for it in items]
+    until = []
+    for c in chains:
+        s = min(c, key=lambda r: emitted.get(id(r), r.ts))
+        terms = {t for t, _ in s.terms}
+        lo = bisect.bisect_left(times, s.first_seen)
+        hi = bisect.bisect_right(times, emitted.get(id(s), s.ts))
+        until.append(sum(1 for it in items[lo:hi] if terms.intersection(it.terms)))
+    kinds: dict[str, int] = {}
+    for d in out:
+        if isinstance(d, Detection):
+            kinds[d.kind] = kinds.get(d.kind, 0) + 1
+    firsts = {s.story_id: s for s in reversed(reports)}
+    return {
+        "story_reports": len(reports),
+        "story_ids": len({s.story_id for s in reports}),
+        "stories": len(chains),
+        "ids_per_story_max": max((len({s.story_id for s in c}) for c in chains), default=0),
+        "articles_until_flagged_median": statistics.median(until) if until else None,
+        "articles_until_flagged_max": max(until, default=None),
+        "flagged_within_20_articles": sum(1 for n in until if n <= 20),
+        "flagged_early": sum(1 for s in firsts.values() if s.early),
+        "continuing_a_quiet_story": sum(1 for s in firsts.values() if s.continues),
+        "detections_by_kind": kinds,
+    }
+
+
+def stories() -> dict[str, Any]:
+    everyone = (WatchEntity(id="airlines", aliases=tuple(a for *_, al in AIRLINES for a in al)),)
+    res = {"match_all": story_replay(everyone), "no_watch_list": story_replay(())}
+    print(
+        "\nStories in the airline tweets (item by item; one story = reports <= 1 h apart "
+        "sharing a term)"
+    )
+    for name, r in res.items():
+        print(
+            f"  {name:13} {r['story_ids']} story ids for {r['stories']} stories "
+            f"(at most {r['ids_per_story_max']} per story, {r['story_reports']} reports); "
+            f"flagged after {r['articles_until_flagged_median']} articles (median, max "
+            f"{r['articles_until_flagged_max']}), {r['flagged_within_20_articles']} within 20, "
+            f"{r['flagged_early']} before their bucket closed; {r['detections_by_kind']}"
+        )
+    return res
+
+
 # ---------------------------------------------------------------------------- sentiment
 def sentiment() -> dict[str, Any]:
     from vigil.flows.media.sentiment import train
@@ -206,9 +311,9 @@ def throughput(copies: int = 5) -> dict[str, Any]:
             rr["tweet_id"] = f"{r['tweet_id']}-{k}"
             rows.append(rr)
     cfg = airline_cfg()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     _, n = analyse(rows, cfg)
-    loop_s = time.perf_counter() - t0
+    loop_s, loop_cpu = time.perf_counter() - t0, time.process_time() - c0
     dets: list[Any] = []
     dead: list[Any] = []
     tele: list[Any] = []
@@ -227,19 +332,24 @@ def throughput(copies: int = 5) -> dict[str, Any]:
         TestingSink(tele),
         environ={"VIGIL_AUTHOR_SALT": "bench"},
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     run_main(flow)
-    flow_s = time.perf_counter() - t0
+    flow_s, flow_cpu = time.perf_counter() - t0, time.process_time() - c0
     res = {
         "items": len(rows),
         "flow_items_per_s": round(len(rows) / flow_s, 1),
         "plain_loop_items_per_s": round(n / loop_s, 1),
+        "flow_items_per_cpu_s": round(len(rows) / flow_cpu, 1),
+        "plain_loop_items_per_cpu_s": round(n / loop_cpu, 1),
+        "story_alerts": sum(1 for d in dets if d.kind == "media_story"),
     }
     res["flow_vs_loop"] = round(res["flow_items_per_s"] / res["plain_loop_items_per_s"], 3)
     print(
-        f"\nThroughput over {len(rows):,} items: bytewax flow {res['flow_items_per_s']:,.0f} "
-        f"items/s (1 worker), plain loop {res['plain_loop_items_per_s']:,.0f} items/s "
-        f"(ratio {res['flow_vs_loop']:.2f})"
+        f"\nThroughput over {len(rows):,} items (stories and sentiment on): bytewax flow "
+        f"{res['flow_items_per_s']:,.0f} items/s (1 worker), plain loop "
+        f"{res['plain_loop_items_per_s']:,.0f} items/s (ratio {res['flow_vs_loop']:.2f}); "
+        f"per CPU second {res['flow_items_per_cpu_s']:,.0f} and "
+        f"{res['plain_loop_items_per_cpu_s']:,.0f}"
     )
     return res
 
@@ -248,11 +358,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--no-train", action="store_true", help="skip the sentiment model")
     ap.add_argument("--copies", type=int, default=5, help="copies of the tweets for throughput")
+    ap.add_argument("--quick", action="store_true", help="stories and throughput only")
     args = ap.parse_args(argv)
-    report: dict[str, Any] = {"nab_realtweets": nab_tweets(), "airline": airline_surges()}
-    if not args.no_train:
+    report: dict[str, Any] = {}
+    if not args.quick:
+        report["nab_realtweets"] = nab_tweets()
+        report["airline"] = airline_surges()
+    report["stories"] = stories()
+    if not (args.no_train or args.quick):
         report["sentiment"] = sentiment()
     report["throughput"] = throughput(args.copies)
+    report["media_items_per_s"] = report["throughput"]["flow_items_per_s"]
+    print(f"\nmedia flow: {report['media_items_per_s']:,.0f} items/s")
     print(json.dumps(report, ensure_ascii=False))
     return 0
 

@@ -388,7 +388,7 @@ def test_a_snapshot_from_before_episodes_were_tracked_still_restores() -> None:
 
 def test_hot_issue_evidence_counts_stories_by_the_publisher_of_their_link() -> None:
     out = run_analyzer(MediaAnalyzer(quick_cfg()), background(4) + flood(T0 + 4 * 3600))
-    [d] = [o for o in out if isinstance(o, Detection)]
+    [d] = [o for o in out if isinstance(o, Detection) and o.kind == "media_hot_issue"]
     assert dict(d.evidence)["sources"] == (("news.example", int(d.observed)),)
     assert d.log_source == "press"
 
@@ -428,7 +428,7 @@ def test_flow_end_to_end_with_testing_source() -> None:
         environ={},
     )
     run_main(flow)
-    assert [d.kind for d in dets] == ["media_hot_issue"]
+    assert sorted(d.kind for d in dets) == ["media_hot_issue", "media_story"]
     assert [d.reason for d in dead] == ["missing field: published_at"]
 
 
@@ -769,6 +769,7 @@ def test_a_match_all_watch_list_gives_several_hot_issue_episodes(data: str) -> N
 def test_the_first_detection_of_an_episode_states_its_start_value() -> None:
     stated = {
         "media_hot_issue": lambda v: f"{v:g} stories within",
+        "media_story": lambda v: f"{v:g} stories within",
         "media_negative_surge": lambda v: f"negative ({v:.0%})",
         "media_volume_anomaly": lambda v: f"{v:g} mentions of",
     }
@@ -795,6 +796,7 @@ def test_evidence_is_bounded_sorted_and_names_inputs_not_authors() -> None:
     assert dets and {d.log_source for d in dets} == {"twitter"}
     counted = {  # what the publishers of each kind's evidence add up to
         "media_hot_issue": lambda d: d.observed,
+        "media_story": lambda d: d.observed,
         "media_negative_surge": lambda d: int(dict(d.extra)["negative"]),
         "media_volume_anomaly": lambda d: d.observed,
     }

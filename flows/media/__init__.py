@@ -3,7 +3,9 @@
 Modules: ``config`` (its section), ``records``, ``inputs`` (RSS, HTTP, recorded posts),
 ``text`` (folding, watch list, near-duplicates), ``sentiment``, ``analysis`` (stories,
 volumes, surges), ``episodes`` (buckets, episodes, evidence), ``stories`` (term baselines,
-emerging stories), ``metrics``, ``flow`` (``attach``), ``cli`` (``vigil train sentiment``).
+emerging stories, early flags), ``tracks`` (story ids, story alerts), ``storyfile`` (the
+stories file), ``metrics``, ``flow`` (``attach``), ``cli`` (``vigil train sentiment``,
+``vigil media stories``).
 """
 
 from __future__ import annotations

@@ -69,8 +69,9 @@ from vigil.flows.media.episodes import (
     _top,
 )
 from vigil.flows.media.records import MediaItem, MediaTally
-from vigil.flows.media.stories import _StoryTerms
+from vigil.flows.media.stories import _add, _StoryTerms
 from vigil.flows.media.text import MinHashIndex
+from vigil.flows.media.tracks import StoryTrack
 
 from vigil.records import Detection, SeriesPoint
 
@@ -96,8 +97,11 @@ class MediaSnapshot:
     base_weight: float
     n_closed: int
     last_fired: tuple[tuple[tuple[str, str], float], ...]
-    active_stories: tuple[tuple[str, float], ...]
+    active_stories: tuple[tuple[str, float], ...]  # no longer used (story tracks replace it)
     episodes: tuple[tuple[tuple[str, str], Episode], ...] = ()
+    tracks: tuple[StoryTrack, ...] = ()
+    was_bursting: tuple[str, ...] = ()  # terms bursting at the last close
+    early_fired: tuple[str, ...] = ()  # terms flagged early since the last close
 
 
 class MediaAnalyzer(_StoryTerms):
@@ -154,17 +158,25 @@ class MediaAnalyzer(_StoryTerms):
         self._neg_decay = 0.5 ** (bs / ns.half_life_s)
         self._neg_window: dict[str, deque[tuple[int, int]]] = {}
         self._neg_base: dict[str, list[float]] = {}  # entity -> [n, negatives], decayed
+        self._neg_sums: dict[str, list[int]] = {}  # entity -> [n, negatives] in the window
         hi = cfg.rules.hot_issue
         self._hot_k = max(1, round(hi.window_s / bs))
         self._term_decay = 0.5 ** (bs / hi.half_life_s)
         self._term_window: deque[_Bucket] = deque()
-        self._window_terms: Counter[str] = Counter()
+        self._hot_terms: dict[str, int] = {}
+        self._hot_big: set[str] = set()
+        self._hot_n = 0
+        self._open_terms: Counter[str] = Counter()
+        self._open_n = 0
+        self._bars: dict[str, int] = {}
+        self._early_fired: set[str] = set()
+        self._was_bursting: set[str] = set()
         self._term_base: dict[str, tuple[float, int]] = {}  # term -> (rate, bucket index)
         self._base_weight = 0.0  # sum of EWMA weights so far: debiases young baselines
         self._n_closed = 0
         self._last: dict[tuple[str, str], float] = {}
         self._episodes: dict[tuple[str, str], Episode] = {}  # (kind, entity) -> current
-        self._active_stories: dict[str, float] = {}  # leading term -> last seen bursting
+        self._tracks: dict[str, StoryTrack] = {}  # story id -> what it was at last report
         self._top_terms: tuple[tuple[str, float], ...] = ()
 
     # ------------------------------------------------------------------ state
@@ -185,8 +197,11 @@ class MediaAnalyzer(_StoryTerms):
             base_weight=self._base_weight,
             n_closed=self._n_closed,
             last_fired=tuple(self._last.items()),
-            active_stories=tuple(self._active_stories.items()),
+            active_stories=(),
             episodes=tuple(self._episodes.items()),
+            tracks=tuple(self._tracks.values()),
+            was_bursting=tuple(sorted(self._was_bursting)),
+            early_fired=tuple(sorted(self._early_fired)),
         )
 
     def restore(self, s: MediaSnapshot) -> None:
@@ -208,33 +223,57 @@ class MediaAnalyzer(_StoryTerms):
         self._totals = Counter(dict(s.totals))
         self._neg_window = {k: deque(v, maxlen=self._neg_k) for k, v in s.neg_window}
         self._neg_base = {k: [n, m] for k, n, m in s.neg_base}
+        self._neg_sums = {}  # recounted from the windows when next needed
         self._term_window = deque(s.term_window)
-        self._window_terms = Counter()
-        for b in self._term_window:
-            self._window_terms.update(b.terms)
+        self._hot_terms = {}
+        recent = self._recent_buckets(self._hot_k)
+        for b in recent:
+            _add(self._hot_terms, b.terms, 1)
+        floor = self.cfg.rules.hot_issue.min_stories
+        self._hot_big = {t for t, c in self._hot_terms.items() if c >= floor}
+        self._hot_n = sum(len(b.stories) for b in recent)
+        self._open_terms = Counter()
+        for b in self._open.values():
+            self._open_terms.update(b.terms)
+        self._open_n = sum(len(b.stories) for b in self._open.values())
         self._term_base = {t: (r, i) for t, r, i in s.term_base}
         self._base_weight = s.base_weight
         self._n_closed = s.n_closed
         self._last = dict(s.last_fired)
-        self._active_stories = dict(s.active_stories)
         self._episodes = dict(getattr(s, "episodes", ()))
+        # A snapshot from before story tracks: stories found after the restore get new ids.
+        self._tracks = {t.story_id: t for t in getattr(s, "tracks", ())}
+        self._was_bursting = set(getattr(s, "was_bursting", ()))
+        self._early_fired = set(getattr(s, "early_fired", ()))
+        self._bars = {}
 
     # ------------------------------------------------------------------ input
     def process(self, items: Iterable[MediaItem]) -> list[Any]:
-        """Add items; return detections and telemetry of the buckets this closes."""
+        """Add items; return detections and telemetry of the buckets they close.
+
+        Items are taken in order: a bucket closes as soon as an item ``allowed_lateness_s``
+        newer than its end arrives (whatever the batch size), and a new story whose terms
+        pass the burst bar is flagged at once (:meth:`_early_item`)."""
         tally = MediaTally()
+        out: list[Any] = [tally]
         bs = self.cfg.bucket_s
+        lat = self.cfg.allowed_lateness_s
+        dedup = self.cfg.dedup.enabled
+        close_at = self._close_at()
         for it in items:
             self._seq += 1
             sid, new = (
                 self._dedup.assign(it.signature, f"s{self._seq:x}", it.ts)
-                if (self.cfg.dedup.enabled and it.signature)
+                if (dedup and it.signature)
                 else (f"s{self._seq:x}", True)
             )
             k = (it.source, "story" if new else "copy")
             tally.items[k] = tally.items.get(k, 0) + 1
             if it.ts > self._newest:
                 self._newest = it.ts
+                if it.ts >= close_at:
+                    out.extend(self._close_until(it.ts - lat))
+                    close_at = self._close_at()
             b = it.ts - it.ts % bs
             if self._next is not None and b < self._next:
                 tally.late += 1
@@ -244,7 +283,8 @@ class MediaAnalyzer(_StoryTerms):
             bucket = self._open.get(b)
             if bucket is None:
                 bucket = self._open[b] = _Bucket()
-            origin = (it.source, _host(it.url)) if it.entities else ("", "")
+                close_at = min(close_at, self._close_at())
+            origin = (it.source, it.publisher or _host(it.url)) if it.entities else ("", "")
             for e in it.entities:
                 bucket.mentions[e] += 1
                 self._totals[e] += 1
@@ -263,6 +303,8 @@ class MediaAnalyzer(_StoryTerms):
                         ex.append((_clip(it.title or it.text), it.url))
             if new:
                 bucket.terms.update(it.terms)
+                self._open_terms.update(it.terms)
+                self._open_n += 1
                 bucket.stories.append(
                     _StoryRef(
                         sid,
@@ -272,12 +314,19 @@ class MediaAnalyzer(_StoryTerms):
                         it.entities,
                         frozenset(it.terms),
                         it.source,
+                        it.publisher,
                     )
                 )
-        out: list[Any] = [tally]
-        if self._open:
-            out.extend(self._close_until(self._newest - self.cfg.allowed_lateness_s))
+                if self._early_ready(it.ts):
+                    self._early_item(it.ts, it.terms, out)
         return out
+
+    def _close_at(self) -> float:
+        """The newest event time at which the oldest open bucket closes."""
+        if not self._open:
+            return math.inf
+        b = self._next if self._next is not None else min(self._open)
+        return b + self.cfg.bucket_s + self.cfg.allowed_lateness_s
 
     def flush(self) -> list[Any]:
         """Close every open bucket (end of input)."""
@@ -313,7 +362,10 @@ class MediaAnalyzer(_StoryTerms):
         while self._next + step <= limit:
             b = self._next
             bucket = self._open.pop(b, None)
-            if bucket is None:
+            if bucket is not None:
+                _add(self._open_terms, bucket.terms, -1)
+                self._open_n -= len(bucket.stories)
+            else:
                 upcoming = min(self._open) if self._open else math.inf
                 if upcoming != math.inf and upcoming - b > _MAX_EMPTY_BUCKETS * step:
                     self._next = upcoming  # a jump in event time: resume at the data
@@ -413,18 +465,24 @@ class MediaAnalyzer(_StoryTerms):
                     continue
                 win = self._neg_window[e] = deque(maxlen=k_win)
             base = self._neg_base.setdefault(e, [0.0, 0.0])
+            sums = self._neg_sums.get(e)
+            if sums is None:
+                sums = self._neg_sums[e] = [sum(x for x, _ in win), sum(y for _, y in win)]
             if len(win) == k_win:  # the oldest bucket leaves the window: into the baseline
                 old_n, old_k = win[0]
                 base[0] = base[0] * self._neg_decay + old_n
                 base[1] = base[1] * self._neg_decay + old_k
+                sums[0] -= old_n
+                sums[1] -= old_k
             else:
                 base[0] *= self._neg_decay
                 base[1] *= self._neg_decay
             win.append((n_b, k_b))
+            sums[0] += n_b
+            sums[1] += k_b
             if not ns.enabled or base[0] < ns.min_baseline_items:
                 continue
-            n = sum(x for x, _ in win)
-            k = sum(y for _, y in win)
+            n, k = sums
             if n < ns.min_items or k < ns.min_negative:
                 continue
             p0 = min(max(base[1] / base[0], 0.02), 0.98)

@@ -187,10 +187,33 @@ class HotIssueRule(_Rule):
     examples: int = Field(default=3, ge=1, le=10)
 
 
+class StoryRule(_Rule):
+    """An alert of its own for every emerging story (no watch list needed).
+
+    The story is found by ``hot_issue``'s settings (window, thresholds, warm-up); this rule
+    says how it is alerted: ``high`` when it is large or fast, else ``severity``."""
+
+    high_stories: int = Field(
+        default=30, ge=1, description="stories in the window that make it high"
+    )
+    high_per_hour: float = Field(
+        default=40.0, gt=0, description="stories per hour (last 15 min) that make it high"
+    )
+    early: bool = Field(
+        default=True, description="flag a clear burst as soon as its count passes the bar"
+    )
+    continue_s: float = Field(
+        default=86_400.0,
+        ge=0,
+        description="a quiet story that bursts again within this is named as continued",
+    )
+
+
 class MediaRules(Frozen):
     volume: VolumeRule = VolumeRule()
     negative_surge: NegativeSurgeRule = NegativeSurgeRule()
     hot_issue: HotIssueRule = HotIssueRule()
+    story: StoryRule = StoryRule()
 
 
 class MediaConfig(Frozen):
@@ -207,6 +230,10 @@ class MediaConfig(Frozen):
         default="VIGIL_AUTHOR_SALT", description="variable holding the author-hash salt"
     )
     top_terms: int = Field(default=10, ge=1, le=50, description="size of the top-terms gauge")
+    stories_file: str | None = Field(
+        default="media_stories.jsonl",
+        description="JSON lines of every story report; relative: beside the alerts file",
+    )
 
     @model_validator(mode="after")
     def _ids_unique(self) -> MediaConfig:
@@ -233,7 +260,7 @@ def explain(section: MediaConfig) -> list[str]:
             out += missing_columns(inp.fields, inp.paths, inp.format, f"media.inputs.{i}.fields")
     if section.inputs and not section.watch:
         out.append(
-            "warning: media.watch is empty: no mention counts, negative surges or hot "
-            "issues, only emerging stories"
+            "note: media.watch is empty: no mention counts, negative surges or hot "
+            "issues; emerging stories still raise media_story alerts"
         )
     return out

@@ -32,6 +32,7 @@ class _StoryRef:
     entities: tuple[str, ...]
     terms: frozenset[str]
     source: str = ""  # the input it came from
+    publisher: str = ""  # the mapped ``source`` field, if any
 
 
 #: (input name, host of the item's link or "") of a mention, for evidence and log_source.
@@ -197,7 +198,15 @@ class _Episodes:
         return float(math.ceil(every_s / bs - 1e-9) * bs + bs)
 
     def _report(
-        self, kind: str, entity: str, ts: float, value: float, every_s: float, first_seen: float
+        self,
+        kind: str,
+        entity: str,
+        ts: float,
+        value: float,
+        every_s: float,
+        first_seen: float,
+        *,
+        force: bool = False,
     ) -> Episode | None:
         """The episode to report a holding condition in, or ``None`` if it is not reported
         now (at most once per ``every_s``).
@@ -206,11 +215,12 @@ class _Episodes:
         ``hold_s`` after that episode's last detection, and opens a new one (``start`` =
         ``ts``) otherwise. An evaluation that is not reported still counts towards the
         episode's peak: it always falls within the hold (``every_s`` < ``hold_s``).
+        ``force`` reports it now even so (a story whose severity rose).
         """
         key = (kind, entity)
         ep = self._episodes.get(key)
         last = self._last.get(key)
-        if last is not None and ts - last < every_s:
+        if last is not None and ts - last < every_s and not force:
             if ep is not None and ts > ep.last and value > ep.peak:
                 self._episodes[key] = replace(ep, peak=value, peak_ts=ts)
             return None

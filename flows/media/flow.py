@@ -25,10 +25,11 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
@@ -40,9 +41,18 @@ from vigil.flows.feed import FeedIO, standalone_flow
 from vigil.flows.guard import guard_batch, guard_logic
 from vigil.flows.media.analysis import FEED, MediaAnalyzer, MediaSnapshot
 from vigil.flows.media.config import MediaConfig
-from vigil.flows.media.records import MediaItem, MediaTally
-from vigil.flows.media.sentiment import ModelScorer, SentimentScorer, make_scorer
-from vigil.flows.media.text import WatchList, fold, guess_language, minhash, terms, tokens
+from vigil.flows.media.records import EmergingStory, MediaItem, MediaTally
+from vigil.flows.media.sentiment import LexiconScorer, ModelScorer, SentimentScorer, make_scorer
+from vigil.flows.media.storyfile import StoryFileSink, stories_path
+from vigil.flows.media.text import (
+    WatchList,
+    fold,
+    guess_language,
+    has_diacritics,
+    minhash_many,
+    terms,
+    tokens,
+)
 
 from vigil.records import DeadLetter, Detection, Tally
 
@@ -128,7 +138,7 @@ def hash_author(author: str, salt: bytes) -> str:
     return hashlib.blake2b(author.encode(), key=salt[:64], digest_size=8).hexdigest()
 
 
-Parsed = tuple[str, list[MediaItem]] | DeadLetter | Tally | MediaTally
+Parsed: TypeAlias = tuple[str, list[MediaItem]] | DeadLetter | Tally | MediaTally
 
 
 def make_parse_batch(
@@ -138,18 +148,34 @@ def make_parse_batch(
     salt: bytes = b"",
     fields_by_source: Mapping[str, Mapping[str, str]] | None = None,
     languages: Mapping[str, str | None] | None = None,
+    input_of_origin: Mapping[str, str] | None = None,
 ) -> Callable[[list[dict[str, Any]]], list[Parsed]]:
-    """The parse step: dicts to :class:`MediaItem`, dead letters and per-batch tallies."""
+    """The parse step: dicts to :class:`MediaItem`, dead letters and per-batch tallies.
+
+    An item's input (its ``source``, a metric label) is the ``_input`` key replayed posts
+    carry, else the input whose URL it came from (``input_of_origin``), else its own
+    ``source`` key. A ``source`` entry in the input's ``fields`` names the field holding
+    the item's publisher (:attr:`MediaItem.publisher`)."""
     watch = WatchList((e.id, e.aliases, e.keywords) for e in cfg.watch)
     exclude = watch.alias_words
     fmap = {k: dict(v) for k, v in (fields_by_source or {}).items()}
     langs = dict(languages or {})
     shingle = cfg.dedup.shingle
     batch_scorer = scorer if isinstance(scorer, ModelScorer) else None
+    by_origin = dict(input_of_origin or {})
 
-    def one(raw: dict[str, Any]) -> MediaItem:
-        src = str(raw.get("source") or "media")
+    def input_of(raw: dict[str, Any]) -> str:
+        src = raw.get("_input") or by_origin.get(str(raw.get("origin", "")))
+        return str(src or raw.get("source") or "media")
+
+    lexicon = scorer if isinstance(scorer, LexiconScorer) else None
+    dedup = cfg.dedup.enabled
+
+    def one(raw: dict[str, Any], src: str) -> tuple[dict[str, Any], list[str]]:
+        """The item's fields (no signature yet, sentiment only from the lexicon) and its
+        folded words (signatures are computed for the whole batch at once)."""
         fm = fmap.get(src, {})
+        pub_field = fm.get("source")
 
         def get(f: str) -> Any:
             return raw.get(fm.get(f, f))
@@ -167,12 +193,18 @@ def make_parse_batch(
             lang = guess_language(body)
         exact = tokens(body)
         folded = [fold(t) for t in exact]
-        handles = {fold(h) for h in _HANDLE.findall(body.casefold())}
+        handles = {fold(h) for h in _HANDLE.findall(body.casefold())} if "@" in body else set()
         ents = tuple(m.entity for m in watch.find_tokens(exact, folded))
         item_id = str(get("id") or url or "")
         if not item_id:
             item_id = "sha1:" + hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()
-        return MediaItem(
+        label, score = "neutral", 0.0
+        if lexicon is not None:
+            # The words of "title text" (the sentiment text), already tokenised.
+            both = exact + exact if title and title == text else exact
+            accented = lang != "vi" or has_diacritics(f"{title} {text}".strip())
+            label, score = lexicon.score_tokens(both, lang, accented)
+        item = dict(
             ts=ts,
             source=src,
             item_id=item_id,
@@ -182,17 +214,21 @@ def make_parse_batch(
             url=url,
             language=lang,
             entities=ents,
+            sentiment=label,
+            sentiment_score=score,
             terms=tuple(sorted(terms(folded, exclude | handles))),
-            signature=minhash(folded, shingle) if cfg.dedup.enabled else b"",
             ambiguous=watch.ambiguous_tokens(exact, folded),
+            publisher=_publisher(raw.get(pub_field)) if pub_field else "",
         )
+        return item, folded
 
     def parse_batch(raws: list[dict[str, Any]]) -> list[Parsed]:
         out: list[Parsed] = []
-        items: list[MediaItem] = []
+        fields: list[dict[str, Any]] = []
+        words: list[list[str]] = []
         lines: dict[tuple[str, str], int] = {}
         for raw in raws:
-            src = str(raw.get("source") or "media")
+            src = input_of(raw)
             if "_dead" in raw:
                 k = (src, "dead_lettered")
                 lines[k] = lines.get(k, 0) + 1
@@ -207,12 +243,14 @@ def make_parse_batch(
                 )
                 continue
             try:
-                items.append(one(raw))
+                kw, folded = one(raw, src)
             except BadItem as ex:
                 reason = ex.reason
             except Exception as ex:  # a bug must not stop the flow: dead-letter the item
                 reason = type(ex).__name__
             else:
+                fields.append(kw)
+                words.append(folded)
                 k = (src, "parsed")
                 lines[k] = lines.get(k, 0) + 1
                 continue
@@ -221,22 +259,28 @@ def make_parse_batch(
             out.append(
                 DeadLetter("media_parse", reason, repr(raw)[:512], src, str(raw.get("origin", "")))
             )
-        # Sentiment last, in one call for a model (vectorising a batch is much cheaper).
-        bodies = [f"{it.title} {it.text}".strip() for it in items]
-        if batch_scorer is not None:
-            scores = batch_scorer.score_many(bodies)
-        else:
-            scores = [scorer.score(b, it.language) for b, it in zip(bodies, items, strict=True)]
+        # Signatures in one numpy pass; sentiment in one call for a model (vectorising a
+        # batch is much cheaper), per item otherwise.
+        sigs = minhash_many(words, shingle) if dedup else [b""] * len(fields)
+        if lexicon is None:
+            bodies = [f"{kw['title']} {kw['text']}".strip() for kw in fields]
+            if batch_scorer is not None:
+                scores = batch_scorer.score_many(bodies)
+            else:
+                scores = [
+                    scorer.score(b, kw["language"]) for b, kw in zip(bodies, fields, strict=True)
+                ]
+            for kw, (label, sc) in zip(fields, scores, strict=True):
+                kw["sentiment"], kw["sentiment_score"] = label, sc
+        items = [MediaItem(**kw, signature=g) for kw, g in zip(fields, sigs, strict=True)]
         mt = MediaTally()
-        enriched = []
-        for it, (label, s) in zip(items, scores, strict=True):
-            enriched.append(replace(it, sentiment=label, sentiment_score=s))
+        for it in items:
             for e in it.entities:
-                key = (e, it.source, label)
+                key = (e, it.source, it.sentiment)
                 mt.mentions[key] = mt.mentions.get(key, 0) + 1
             mt.ambiguous += it.ambiguous
-        if enriched:
-            out.append((_KEY, enriched))
+        if items:
+            out.append((_KEY, items))
         out.append(Tally("media_parse", lines=lines))
         out.append(mt)
         return out
@@ -342,7 +386,25 @@ def build_pipeline_parts(
         salt=_salt(cfg, os.environ if environ is None else environ),
         fields_by_source={i.name: getattr(i, "fields", {}) for i in cfg.inputs},
         languages={i.name: i.language for i in cfg.inputs},
+        input_of_origin=_origins(cfg),
     )
+
+
+def _origins(cfg: MediaConfig) -> dict[str, str]:
+    """Input name by polled URL (RSS and HTTP items carry the URL as ``origin``)."""
+    out: dict[str, str] = {}
+    for i in cfg.inputs:
+        for u in (*getattr(i, "urls", ()), getattr(i, "url", None)):
+            if u:
+                out[u] = i.name
+    return out
+
+
+def _publisher(v: Any) -> str:
+    """A mapped publisher value as a short name (``""`` when empty)."""
+    if v is None:
+        return ""
+    return " ".join(str(v).split())[:80]
 
 
 def attach(flow: Dataflow, io: FeedIO) -> MediaStreams:
@@ -357,7 +419,15 @@ def attach(flow: Dataflow, io: FeedIO) -> MediaStreams:
     sources = make_media_sources(cfg, item_time, speed_override=io.speed_override)
     io.metrics_sink("media")  # registers the flow's common metrics (lines, detections ...)
     sink = MediaMetricsSink(io.metrics["media"], registry=io.registry, top_k=cfg.top_terms)
-    return attach_sources(flow, cfg, sources, sink, environ=io.environ)
+    alerts = getattr(getattr(io.cfg, "alerts", None), "file", None)
+    return attach_sources(
+        flow,
+        cfg,
+        sources,
+        sink,
+        environ=io.environ,
+        stories_file=stories_path(cfg.stories_file, alerts),
+    )
 
 
 def attach_sources(
@@ -367,8 +437,10 @@ def attach_sources(
     metrics_sink: Sink[Any],
     *,
     environ: Mapping[str, str] | None = None,
+    stories_file: Path | None = None,
 ) -> MediaStreams:
-    """Add the media pipeline over given sources; telemetry goes to ``metrics_sink``."""
+    """Add the media pipeline over given sources; telemetry goes to ``metrics_sink``, and
+    every story report to ``stories_file`` (JSON lines) when given."""
     if not sources:
         msg = "media flow needs at least one input (media.inputs is empty)"
         raise ValueError(msg)
@@ -384,6 +456,9 @@ def attach_sources(
     raw = ins[0] if len(ins) == 1 else op.merge("media_inputs", *ins)
     s = media_pipeline("media", raw, cfg, build_pipeline_parts(cfg, environ))
     op.output("media_metrics_out", s.telemetry, metrics_sink)
+    if stories_file is not None:
+        stories = op.filter("media_is_story", s.telemetry, lambda x: type(x) is EmergingStory)
+        op.output("media_stories_out", stories, StoryFileSink(stories_file))
     return s
 
 
@@ -396,11 +471,14 @@ def build_flow(
     *,
     name: str = "vigil_media",
     environ: Mapping[str, str] | None = None,
+    stories_file: Path | None = None,
 ) -> Dataflow:
     """The media dataflow alone. Opens nothing itself: sources and sinks are passed in."""
     return standalone_flow(
         name,
-        lambda flow: attach_sources(flow, cfg, sources, metrics_sink, environ=environ),
+        lambda flow: attach_sources(
+            flow, cfg, sources, metrics_sink, environ=environ, stories_file=stories_file
+        ),
         alert_sink,
         dead_sink,
     )

@@ -140,6 +140,7 @@ class PostReplaySource(FixedPartitionedSource[dict[str, Any], int]):
         rows: list[dict[str, Any]] = []
         for p in expand_paths(self.paths):
             for r in read_posts(p, self.fmt):
+                r["_input"] = self.name  # the input, whatever the row's own columns
                 r.setdefault("source", self.name)
                 r.setdefault("origin", str(Path(p).name))
                 rows.append(r)

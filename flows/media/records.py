@@ -31,6 +31,9 @@ class MediaItem:
         MinHash signature of its words, for near-duplicate grouping.
     ambiguous
         Names written without diacritics that could be several watched entities.
+    publisher
+        Who published it, from the input's ``source`` field when mapped (``""``: not
+        mapped; the link's host stands in).
     """
 
     ts: float
@@ -47,6 +50,7 @@ class MediaItem:
     terms: tuple[str, ...] = ()
     signature: bytes = b""
     ambiguous: int = 0
+    publisher: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +60,12 @@ class EmergingStory:
     ``story_id`` is stable while the story's leading term keeps bursting. ``terms`` holds
     the shown terms with their burst z-scores, ``term_counts`` the same terms with the
     number of stories in the window using each (largest first). ``publishers`` counts the
-    member stories by publisher (the link's host, else the input name), ``inputs`` names
-    the inputs they came from, and ``first_seen`` is the time of the earliest member.
+    member stories by publisher (the mapped ``source`` field, else the link's host, else
+    the input name), ``inputs`` names the inputs they came from, and ``first_seen`` is the
+    time of the earliest member. ``story_id`` stays the same for the life of the story;
+    ``continues`` names the quiet story it took up again (``""``: none), ``recent`` counts
+    its stories of the last 15 minutes and ``per_hour`` is their rate, and ``early`` says
+    it was found before its bucket closed.
     """
 
     story_id: str
@@ -72,6 +80,10 @@ class EmergingStory:
     publishers: tuple[tuple[str, int], ...] = ()
     inputs: tuple[str, ...] = ()
     first_seen: float | None = None
+    continues: str = ""
+    recent: int = 0
+    early: bool = False
+    per_hour: float = 0.0
 
 
 @dataclass(slots=True)

@@ -45,7 +45,14 @@ class LexiconScorer:
         self._lex = LexiconSentiment(negative_below, positive_above)
 
     def score(self, text: str, lang: str) -> tuple[str, float]:
-        s = self._lex.score_tokens(tokens(text), lang, has_diacritics(text) or lang != "vi")
+        return self.score_tokens(tokens(text), lang, lang != "vi" or has_diacritics(text))
+
+    def score_tokens(
+        self, exact: Sequence[str], lang: str, accented: bool = True
+    ) -> tuple[str, float]:
+        """:meth:`score` of a text already tokenised (:func:`~vigil.flows.media.text.tokens`);
+        ``accented``: whether a Vietnamese text carries diacritics."""
+        s = self._lex.score_tokens(exact, lang, accented)
         return self._lex.label_of(s), s
 
 

@@ -9,31 +9,32 @@ analyzer keeps input, windows, volume and negative share.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import Counter, deque
+from collections.abc import Mapping
 from typing import Any
 
 from vigil.flows.media.episodes import (
     FEED,
     _Bucket,
-    _Episodes,
     _evidence,
     _fmt,
     _host,
     _ongoing,
     _Origin,
     _publishers,
+    _StoryRef,
     _top,
 )
 from vigil.flows.media.records import EmergingStory, MediaTally
+from vigil.flows.media.tracks import _SPEED_S, _StoryTracks
 
 from vigil.records import Detection
 
 _TOTAL = "\x00stories"  # the baseline of all stories, kept beside the terms'
 
 
-class _StoryTerms(_Episodes):
+class _StoryTerms(_StoryTracks):
     """The term and emerging-story steps of :class:`~vigil.flows.media.analysis.MediaAnalyzer`."""
 
     names: dict[str, str]
@@ -43,11 +44,18 @@ class _StoryTerms(_Episodes):
     _hot_k: int
     _term_decay: float
     _term_window: deque[_Bucket]
-    _window_terms: Counter[str]
+    _hot_terms: dict[str, int]  # stories using each term in the last ``window_s`` (closed)
+    _hot_n: int  # stories in the last ``window_s`` (closed buckets)
+    _hot_big: set[str]  # terms of ``_hot_terms`` counted at least ``min_stories`` times
+    _open: dict[float, _Bucket]
+    _open_terms: Counter[str]  # stories using each term in the open buckets
+    _open_n: int
+    _bars: dict[str, int]
+    _early_fired: set[str]
+    _was_bursting: set[str]
     _term_base: dict[str, tuple[float, int]]
     _base_weight: float
     _n_closed: int
-    _active_stories: dict[str, float]
     _top_terms: tuple[tuple[str, float], ...]
 
     def _recent_buckets(self, k: int) -> list[_Bucket]:
@@ -92,7 +100,14 @@ class _StoryTerms(_Episodes):
         hi = self.cfg.rules.hot_issue
         # The bucket enters the window; the oldest leaves it for the baseline.
         self._term_window.append(bucket)
-        self._window_terms.update(bucket.terms)
+        big = self._hot_big
+        floor = hi.min_stories
+        _add(self._hot_terms, bucket.terms, 1, big, floor)
+        self._hot_n += len(bucket.stories)
+        if len(self._term_window) > self._hot_k:
+            gone = self._term_window[-self._hot_k - 1]
+            _add(self._hot_terms, gone.terms, -1, big, floor)
+            self._hot_n -= len(gone.stories)
         keep = max(self._hot_k, self._neg_k)
         d = self._term_decay
         # Term rates decay once per closed bucket, and so does the total weight of the
@@ -101,49 +116,119 @@ class _StoryTerms(_Episodes):
         while len(self._term_window) > keep:
             self._learn_terms(self._term_window.popleft())
             self._base_weight += 1 - d
+        # The early check's state is per open period: it starts again at every close.
+        self._bars = {}
+        self._early_fired = set()
+        self._was_bursting = set()
         if not hi.enabled or self._first is None or end - self._first < hi.warmup_s:
             return
-        counts = self._hot_counts()
+        counts = self._hot_terms
         # Expected count = the term's usual share of stories x stories in this window: a
         # busier hour (time of day, a new source coming online) raises every term alike
         # and is not a story.
-        n_window = sum(len(bk.stories) for bk in self._recent_buckets(self._hot_k))
+        n_window = self._hot_n
         total_rate = self._raw_rate(_TOTAL)
         bursting: dict[str, float] = {}
-        for term, w in counts.items():
-            if w < hi.min_stories:
-                continue
+        for term in big:  # the terms with at least min_stories (the rest cannot burst)
+            w = counts[term]
             share = self._raw_rate(term) / total_rate if total_rate > 0 else 0.0
             exp = max(share * n_window, hi.min_expected)
             z = (w - exp) / math.sqrt(exp)
             if w >= hi.ratio * exp and z >= hi.z:
                 bursting[term] = z
+        # Sorted: groups, their order and ties in ids must not depend on dict or set order
+        # (a restored window rebuilds its counts in another order).
+        bursting = dict(sorted(bursting.items()))
+        self._was_bursting = set(bursting)
         top = tuple(sorted(bursting.items(), key=lambda x: -x[1])[: self.cfg.top_terms])
         if top != self._top_terms:
             self._top_terms = top
             out.append(MediaTally(top_terms=tuple((t, round(s, 2)) for t, s in top)))
         if not bursting:
             return
-        for story in self._group(bursting, end):
+        refs = [r for bk in self._recent_buckets(self._hot_k) for r in bk.stories]
+        self._report_stories(self._group(bursting, end, refs, counts), end, out)
+
+    def _report_stories(
+        self, stories: list[EmergingStory], ts: float, out: list[Any], *, hot: bool = True
+    ) -> None:
+        for story in stories:
             out.append(story)
             if story.new:
                 out.append(MediaTally(emerging=1))
-            self._hot_issue(story, end, out)
+            self._story_alert(story, ts, out)
+            if hot:  # a watched entity's hot issue waits for the close: all its terms
+                self._hot_issue(story, ts, out)
 
-    def _hot_counts(self) -> Counter[str]:
-        if len(self._term_window) <= self._hot_k:
-            return self._window_terms
-        c: Counter[str] = Counter()
-        for bk in self._recent_buckets(self._hot_k):
-            c.update(bk.terms)
-        return c
+    # ---- early: a clear burst flagged before its bucket closes
+    def _early_ready(self, ts: float) -> bool:
+        hi = self.cfg.rules.hot_issue
+        return (
+            hi.enabled
+            and self.cfg.rules.story.early
+            and self._first is not None
+            and ts - self._first >= hi.warmup_s
+            and self._base_weight > 0.0
+        )
+
+    def _bar(self, term: str) -> int:
+        """The least count over the window that makes ``term`` burst now."""
+        hi = self.cfg.rules.hot_issue
+        total_rate = self._raw_rate(_TOTAL)
+        share = self._raw_rate(term) / total_rate if total_rate > 0 else 0.0
+        exp = max(share * (self._hot_n + self._open_n), hi.min_expected)
+        return max(
+            hi.min_stories,
+            math.ceil(hi.ratio * exp - 1e-9),
+            math.ceil(exp + hi.z * math.sqrt(exp) - 1e-9),
+        )
+
+    def _early_item(self, ts: float, item_terms: tuple[str, ...], out: list[Any]) -> None:
+        """After a new story entered an open bucket: flag its story at once if one of its
+        terms just passed the bar over the window (closed buckets plus open ones)."""
+        hot, open_ = self._hot_terms, self._open_terms
+        hi = self.cfg.rules.hot_issue
+        hit = False
+        for t in item_terms:
+            w = open_[t] + hot.get(t, 0)
+            if w < hi.min_stories or t in self._early_fired or t in self._was_bursting:
+                continue
+            bar = self._bars.get(t)
+            if bar is None or w >= bar:
+                bar = self._bars[t] = self._bar(t)  # exact when it matters
+            if w >= bar:
+                self._early_fired.add(t)
+                hit = True
+        if hit:
+            self._early(ts, out)
+
+    def _early(self, ts: float, out: list[Any]) -> None:
+        hi = self.cfg.rules.hot_issue
+        hot, open_ = self._hot_terms, self._open_terms
+        n_window = self._hot_n + self._open_n
+        total_rate = self._raw_rate(_TOTAL)
+        counts: Counter[str] = Counter()
+        bursting: dict[str, float] = {}
+        for t in sorted(self._early_fired | self._was_bursting):
+            w = open_[t] + hot.get(t, 0)
+            counts[t] = w
+            share = self._raw_rate(t) / total_rate if total_rate > 0 else 0.0
+            exp = max(share * n_window, hi.min_expected)
+            z = (w - exp) / math.sqrt(exp)
+            if w >= hi.min_stories and w >= hi.ratio * exp and z >= hi.z:
+                bursting[t] = z
+        if not any(t in bursting for t in self._early_fired):
+            return
+        refs = [r for bk in self._recent_buckets(self._hot_k) for r in bk.stories]
+        refs += [r for b in sorted(self._open) for r in self._open[b].stories]
+        stories = self._group(bursting, ts, refs, counts, early=True)
+        # Only what the early check found: a story bursting since the last close waits
+        # for the next close.
+        fresh = [s for s in stories if any(t in self._early_fired for t, _ in s.terms)]
+        self._report_stories(fresh, ts, out, hot=False)
 
     def _learn_terms(self, old: _Bucket) -> None:
         """A bucket leaving the window updates the baseline rate of the terms it holds."""
-        self._window_terms.subtract(old.terms)
-        for t in old.terms:
-            if self._window_terms[t] <= 0:
-                del self._window_terms[t]
         d = self._term_decay
         idx = self._n_closed
         base = self._term_base
@@ -159,11 +244,17 @@ class _StoryTerms(_Episodes):
                 if t != _TOTAL:
                     del base[t]
 
-    def _group(self, bursting: dict[str, float], end: float) -> list[EmergingStory]:
+    def _group(
+        self,
+        bursting: dict[str, float],
+        end: float,
+        refs: list[_StoryRef],
+        counts: Mapping[str, int],
+        *,
+        early: bool = False,
+    ) -> list[EmergingStory]:
         """Bursting terms that co-occur in the window's stories, as emerging stories."""
         hi = self.cfg.rules.hot_issue
-        refs = [r for bk in self._recent_buckets(self._hot_k) for r in bk.stories]
-        counts = self._hot_counts()
         parent = {t: t for t in bursting}
 
         def find(t: str) -> str:
@@ -173,8 +264,11 @@ class _StoryTerms(_Episodes):
             return t
 
         pairs: Counter[tuple[str, str]] = Counter()
+        members_of: dict[str, list[_StoryRef]] = {}
         for r in refs:
             ts = sorted(r.terms.intersection(bursting))
+            for t in ts:
+                members_of.setdefault(t, []).append(r)
             for i in range(len(ts)):
                 for j in range(i + 1, len(ts)):
                     pairs[(ts[i], ts[j])] += 1
@@ -186,15 +280,23 @@ class _StoryTerms(_Episodes):
         groups: dict[str, list[str]] = {}
         for t in bursting:
             groups.setdefault(find(t), []).append(t)
-        out: list[EmergingStory] = []
+        found: list[tuple[list[str], list[_StoryRef]]] = []
         for terms in groups.values():
             # A phrase that bursts about as much as its words says more: show it first.
             terms.sort(key=lambda t: -bursting[t] * (1.25 if " " in t else 1.0))
+            seen_ids: set[int] = set()
+            members: list[_StoryRef] = []
+            for t in terms:
+                for r in members_of.get(t, ()):
+                    if id(r) not in seen_ids:
+                        seen_ids.add(id(r))
+                        members.append(r)
+            if len(members) >= hi.min_stories:
+                found.append((terms, members))
+        ids = self._assign([(terms, len(m), min(r.ts for r in m)) for terms, m in found], end)
+        out: list[EmergingStory] = []
+        for (terms, members), (sid, new, cont) in zip(found, ids, strict=True):
             tset = set(terms)
-            members = [r for r in refs if r.terms & tset]
-            if len(members) < hi.min_stories:
-                continue
-            lead = terms[0]
             ents: Counter[str] = Counter()
             for r in members:
                 ents.update(r.entities)
@@ -207,15 +309,9 @@ class _StoryTerms(_Episodes):
                 if len(heads) >= hi.examples:
                     break
             shown = _drop_nested_terms(terms)
-            origins: Counter[_Origin] = Counter((r.source, _host(r.url)) for r in members)
-            seen = self._active_stories.get(lead)
-            new = seen is None or end - seen > hi.window_s
-            self._active_stories[lead] = end
-            sid = (
-                "e"
-                + hashlib.blake2b(
-                    f"{lead}@{end if new else seen}".encode(), digest_size=6
-                ).hexdigest()
+            recent = [r.ts for r in members if r.ts > end - _SPEED_S]
+            origins: Counter[_Origin] = Counter(
+                (r.source, r.publisher or _host(r.url)) for r in members
             )
             out.append(
                 EmergingStory(
@@ -231,11 +327,12 @@ class _StoryTerms(_Episodes):
                     publishers=_publishers(origins),
                     inputs=tuple(sorted({src for src, _ in origins if src})),
                     first_seen=min(r.ts for r in members),
+                    continues=cont,
+                    recent=len(recent),
+                    early=early,
+                    per_hour=len(recent) * 3600.0 / _SPEED_S,
                 )
             )
-        if len(self._active_stories) > 10_000:
-            horizon = end - 2 * hi.window_s
-            self._active_stories = {t: s for t, s in self._active_stories.items() if s >= horizon}
         return out
 
     def _hot_issue(self, story: EmergingStory, end: float, out: list[Any]) -> None:
@@ -295,6 +392,30 @@ class _StoryTerms(_Episodes):
                     ),
                 )
             )
+
+
+def _add(
+    into: dict[str, int],
+    counts: Mapping[str, int],
+    sign: int,
+    big: set[str] | None = None,
+    floor: int = 0,
+) -> None:
+    """Add (``sign`` 1) or remove (-1) ``counts``, dropping terms that reach zero; ``big``
+    is kept as the set of terms counted at least ``floor`` times."""
+    get = into.get
+    for t, c in counts.items():
+        old = get(t, 0)
+        v = old + sign * c
+        if v > 0:
+            into[t] = v
+        else:
+            into.pop(t, None)
+        if big is not None and (old >= floor) != (v >= floor):  # crossed the floor
+            if v >= floor:
+                big.add(t)
+            else:
+                big.discard(t)
 
 
 def _drop_nested(scored: list[tuple[str, float]], n: int) -> list[tuple[str, float]]:

@@ -1,4 +1,4 @@
-"""Text handling for the media flow: folding, tokens, the watch list, near-duplicates, terms.
+"""Text handling for the media flow: folding, tokens, the watch list, terms, the lexicon.
 
 Everything here is plain Python (no bytewax), so it can be tested and benchmarked alone.
 
@@ -23,7 +23,6 @@ Watch list
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import re
@@ -33,7 +32,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-import numpy as np
+# Near-duplicates (MinHash) live in vigil.flows.media.dedup; re-exported here, where
+# they were first imported from.
+from vigil.flows.media.dedup import MinHashIndex, jaccard, minhash, minhash_many, shingles
 
 __all__ = [
     "LexiconSentiment",
@@ -46,6 +47,7 @@ __all__ = [
     "jaccard",
     "load_stopwords",
     "minhash",
+    "minhash_many",
     "normalize",
     "shingles",
     "terms",
@@ -112,13 +114,14 @@ def guess_language(text: str) -> str:
     >>> guess_language("Ngập lụt ở Văn Lâm"), guess_language("Flight delayed again")
     ('vi', 'en')
     """
+    if text.isascii():  # no Vietnamese letter, no tone mark (the common English case)
+        return "en"
     nfc = unicodedata.normalize("NFC", text)
-    if any(c in _VI_LETTERS for c in nfc):
+    if not _VI_LETTERS.isdisjoint(nfc):
         return "vi"
     # Tone marks on plain vowels (à, ả, ã, á, ạ ...) in several words also mean Vietnamese.
-    marked = sum(
-        1 for c in unicodedata.normalize("NFD", nfc) if c in "\u0300\u0301\u0303\u0309\u0323"
-    )
+    nfd = unicodedata.normalize("NFD", nfc)
+    marked = sum(nfd.count(m) for m in "\u0300\u0301\u0303\u0309\u0323")
     return "vi" if marked >= 2 else "en"
 
 
@@ -256,185 +259,6 @@ class WatchList:
         return n
 
 
-# ---------------------------------------------------------------------------- near-duplicates
-_NUM_PERM = 48
-_BANDS = 16  # 16 bands of 3 values: a pair with Jaccard 0.5 shares a band with p = 0.88
-_ROWS = _NUM_PERM // _BANDS
-_SEEDS = np.random.default_rng(20150217).integers(0, 2**63, size=_NUM_PERM, dtype=np.uint64)
-_MIX = np.uint64(0x9E3779B97F4A7C15)
-
-
-def _h64(s: str) -> int:
-    return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "big")
-
-
-def shingles(words: Sequence[str], size: int = 3) -> list[str]:
-    """Overlapping runs of ``size`` words (the whole text if it is shorter).
-
-    >>> shingles(["a", "b", "c", "d"])
-    ['a b c', 'b c d']
-    """
-    if len(words) < size:
-        return [" ".join(words)] if words else []
-    return [" ".join(words[i : i + size]) for i in range(len(words) - size + 1)]
-
-
-def minhash(words: Sequence[str], shingle: int = 3) -> bytes:
-    """MinHash signature (48 x 32 bits) of a text's word shingles.
-
-    The share of equal positions in two signatures estimates the Jaccard similarity of
-    their shingle sets (Broder 1997). Short texts such as tweets keep most of their
-    shingles when copied with a prefix (``RT @user:``) or a suffix (``- VnExpress``), so
-    copies score about 0.8-0.9 and unrelated texts about 0.
-
-    Parameters
-    ----------
-    words
-        The text's words, already normalised (folded).
-    shingle
-        Words per shingle.
-
-    Examples
-    --------
-    >>> a = minhash("flood closes the road to the district hospital this morning".split())
-    >>> b = minhash("rt user flood closes the road to the district hospital this morning".split())
-    >>> c = minhash("council approves the new budget for schools and clinics".split())
-    >>> jaccard(a, b) > 0.5 > jaccard(a, c)
-    True
-
-    References
-    ----------
-    .. [1] Broder, A. Z. (1997). On the resemblance and containment of documents.
-       Compression and Complexity of Sequences. .. [2] Leskovec, Rajaraman, Ullman,
-       Mining of Massive Datasets, ch. 3 (banding for locality-sensitive hashing).
-    """
-    feats = shingles(words, shingle)
-    if not feats:
-        return b""
-    x = np.fromiter((_h64(f) for f in feats), dtype=np.uint64, count=len(feats))
-    v = (x[:, None] ^ _SEEDS[None, :]) * _MIX  # multiply-xorshift: one hash per seed
-    v ^= v >> np.uint64(31)
-    return bytes((v.min(axis=0) >> np.uint64(32)).astype(np.uint32).tobytes())
-
-
-def jaccard(a: bytes, b: bytes) -> float:
-    """Estimated Jaccard similarity of two :func:`minhash` signatures."""
-    if not a or not b:
-        return 0.0
-    return float((np.frombuffer(a, np.uint32) == np.frombuffer(b, np.uint32)).mean())
-
-
-class MinHashIndex:
-    """Recent signatures, searchable by estimated Jaccard similarity, each with its story.
-
-    Locality-sensitive hashing: the 48 values are cut into 16 bands of 3, and only
-    signatures sharing a band are compared. Entries older than ``horizon_s`` (event time)
-    or beyond ``max_items`` are forgotten, oldest first.
-
-    Parameters
-    ----------
-    threshold
-        Least estimated Jaccard similarity for two texts to be copies of one story.
-    horizon_s
-        How long a story can collect copies, in seconds of event time.
-    max_items
-        Most signatures kept (each costs about 300 bytes).
-
-    Examples
-    --------
-    >>> idx = MinHashIndex()
-    >>> a = minhash("flood closes the road to the district hospital".split())
-    >>> b = minhash("rt flood closes the road to the district hospital".split())
-    >>> c = minhash("council approves the budget for new schools".split())
-    >>> idx.assign(a, "s1", 0.0), idx.assign(b, "s2", 1.0), idx.assign(c, "s3", 2.0)
-    (('s1', True), ('s1', False), ('s3', True))
-    """
-
-    def __init__(
-        self, threshold: float = 0.5, horizon_s: float = 172_800.0, max_items: int = 50_000
-    ) -> None:
-        self.threshold = threshold
-        self.horizon_s = horizon_s
-        self.max_items = max_items
-        self._seq = 0
-        self._items: dict[int, tuple[bytes, str, float]] = {}  # seq -> (sig, story, ts)
-        self._bands: list[dict[bytes, set[int]]] = [{} for _ in range(_BANDS)]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    @staticmethod
-    def _keys(sig: bytes) -> list[bytes]:
-        w = 4 * _ROWS
-        return [sig[i * w : (i + 1) * w] for i in range(_BANDS)]
-
-    def find(self, sig: bytes) -> str | None:
-        """The story of the most similar stored signature at or above the threshold."""
-        if not sig:
-            return None
-        cands: set[int] = set()
-        for band, key in zip(self._bands, self._keys(sig), strict=True):
-            hit = band.get(key)
-            if hit:
-                cands |= hit
-        if not cands:
-            return None
-        ids = list(cands)
-        mine = np.frombuffer(sig, np.uint32)
-        mat = np.frombuffer(b"".join(self._items[i][0] for i in ids), np.uint32).reshape(
-            len(ids), -1
-        )
-        sims = (mat == mine).mean(axis=1)
-        best = int(np.argmax(sims))
-        return self._items[ids[best]][1] if sims[best] >= self.threshold else None
-
-    def assign(self, sig: bytes, new_id: str, ts: float) -> tuple[str, bool]:
-        """The story of signature ``sig``: an existing one, or ``new_id`` (then ``True``)."""
-        self._expire(ts)
-        story = self.find(sig)
-        sid = new_id if story is None else story
-        if sig:
-            self._add(sig, sid, ts)
-        return sid, story is None
-
-    def _add(self, sig: bytes, sid: str, ts: float) -> None:
-        self._seq += 1
-        k = self._seq
-        self._items[k] = (sig, sid, ts)
-        for band, key in zip(self._bands, self._keys(sig), strict=True):
-            band.setdefault(key, set()).add(k)
-        if len(self._items) > self.max_items:
-            self._drop(next(iter(self._items)))
-
-    def _drop(self, k: int) -> None:
-        sig = self._items.pop(k)[0]
-        for band, key in zip(self._bands, self._keys(sig), strict=True):
-            s = band.get(key)
-            if s is not None:
-                s.discard(k)
-                if not s:
-                    del band[key]
-
-    def _expire(self, now: float) -> None:
-        horizon = now - self.horizon_s
-        items = self._items
-        while items:
-            k = next(iter(items))
-            if items[k][2] >= horizon:
-                break
-            self._drop(k)
-
-    def snapshot(self) -> tuple[tuple[bytes, str, float], ...]:
-        return tuple(self._items.values())
-
-    def restore(self, items: Iterable[tuple[bytes, str, float]]) -> None:
-        self._items = {}
-        self._bands = [{} for _ in range(_BANDS)]
-        self._seq = 0
-        for sig, sid, ts in items:
-            self._add(sig, sid, ts)
-
-
 # ---------------------------------------------------------------------------- terms
 @lru_cache(maxsize=4)
 def load_stopwords(lang: str) -> frozenset[str]:
@@ -537,6 +361,13 @@ class LexiconSentiment:
         self.negative_below = negative_below
         self.positive_above = positive_above
         self._lex = {lang: _read_lexicon(lang) for lang in ("en", "vi")}
+        # The words a listed phrase can start with, per table: any other word is skipped
+        # without trying every phrase length.
+        self._starts = {
+            id(t): frozenset(k[0] for k in t if k)
+            for lx in self._lex.values()
+            for t in (lx.words, lx.folded)
+        }
 
     def score_tokens(self, exact: Sequence[str], lang: str, accented: bool = True) -> float:
         """Score of a tokenised text in ``(-1, 1)``."""
@@ -544,9 +375,13 @@ class LexiconSentiment:
         table = lex.words if accented else lex.folded
         negs = lex.negators if accented else frozenset(fold(n) for n in lex.negators)
         toks = list(exact) if accented else [fold(t) for t in exact]
+        starts = self._starts[id(table)]
         total = 0.0
         i, n = 0, len(toks)
         while i < n:
+            if toks[i] not in starts:
+                i += 1
+                continue
             hit = None
             for k in range(min(lex.longest, n - i), 0, -1):
                 v = table.get(tuple(toks[i : i + k]))

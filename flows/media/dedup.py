@@ -1,0 +1,240 @@
+"""Near-duplicate grouping of the media flow: MinHash signatures and their LSH index.
+
+Copies of one story (retweets, syndicated articles) share most of their word shingles;
+:func:`minhash` summarises a text's shingles in 48 values whose share of equal positions
+estimates the Jaccard similarity of two texts, and :class:`MinHashIndex` finds a stored
+signature similar enough (locality-sensitive hashing on 16 bands). Signatures are plain
+bytes, stable across processes (BLAKE2b, seeded permutations), so recovery snapshots and
+restarts keep grouping copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["MinHashIndex", "jaccard", "minhash", "minhash_many", "shingles"]
+
+_NUM_PERM = 48
+_BANDS = 16  # 16 bands of 3 values: a pair with Jaccard 0.5 shares a band with p = 0.88
+_ROWS = _NUM_PERM // _BANDS
+_SEEDS = np.random.default_rng(20150217).integers(0, 2**63, size=_NUM_PERM, dtype=np.uint64)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _h64(s: str) -> int:
+    return int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "big")
+
+
+def shingles(words: Sequence[str], size: int = 3) -> list[str]:
+    """Overlapping runs of ``size`` words (the whole text if it is shorter).
+
+    >>> shingles(["a", "b", "c", "d"])
+    ['a b c', 'b c d']
+    """
+    if len(words) < size:
+        return [" ".join(words)] if words else []
+    return [" ".join(words[i : i + size]) for i in range(len(words) - size + 1)]
+
+
+def minhash(words: Sequence[str], shingle: int = 3) -> bytes:
+    """MinHash signature (48 x 32 bits) of a text's word shingles.
+
+    The share of equal positions in two signatures estimates the Jaccard similarity of
+    their shingle sets (Broder 1997). Short texts such as tweets keep most of their
+    shingles when copied with a prefix (``RT @user:``) or a suffix (``- VnExpress``), so
+    copies score about 0.8-0.9 and unrelated texts about 0.
+
+    Parameters
+    ----------
+    words
+        The text's words, already normalised (folded).
+    shingle
+        Words per shingle.
+
+    Examples
+    --------
+    >>> a = minhash("flood closes the road to the district hospital this morning".split())
+    >>> b = minhash("rt user flood closes the road to the district hospital this morning".split())
+    >>> c = minhash("council approves the new budget for schools and clinics".split())
+    >>> jaccard(a, b) > 0.5 > jaccard(a, c)
+    True
+
+    References
+    ----------
+    .. [1] Broder, A. Z. (1997). On the resemblance and containment of documents.
+       Compression and Complexity of Sequences. .. [2] Leskovec, Rajaraman, Ullman,
+       Mining of Massive Datasets, ch. 3 (banding for locality-sensitive hashing).
+    """
+    feats = shingles(words, shingle)
+    if not feats:
+        return b""
+    x = np.fromiter((_h64(f) for f in feats), dtype=np.uint64, count=len(feats))
+    v = (x[:, None] ^ _SEEDS[None, :]) * _MIX  # multiply-xorshift: one hash per seed
+    v ^= v >> np.uint64(31)
+    return bytes((v.min(axis=0) >> np.uint64(32)).astype(np.uint32).tobytes())
+
+
+def minhash_many(texts: Sequence[Sequence[str]], shingle: int = 3) -> list[bytes]:
+    """:func:`minhash` of many texts at once (the same signatures, one numpy pass).
+
+    >>> t = ["a flood closes the road".split(), [], "council meets".split()]
+    >>> minhash_many(t) == [minhash(x) for x in t]
+    True
+    """
+    feats = [shingles(w, shingle) for w in texts]
+    flat = [f for fs in feats for f in fs]
+    if not flat:
+        return [b""] * len(texts)
+    digests = b"".join(hashlib.blake2b(f.encode(), digest_size=8).digest() for f in flat)
+    x = np.frombuffer(digests, dtype=">u8").astype(np.uint64)
+    v = (x[:, None] ^ _SEEDS[None, :]) * _MIX
+    v ^= v >> np.uint64(31)
+    sizes = [len(fs) for fs in feats]
+    starts = np.cumsum([0, *sizes[:-1]])
+    nonempty = [i for i, n in enumerate(sizes) if n]
+    mins = np.minimum.reduceat(v, starts[nonempty], axis=0)
+    raw = (mins >> np.uint64(32)).astype(np.uint32).tobytes()
+    w = 4 * _NUM_PERM
+    out = [b""] * len(texts)
+    for j, i in enumerate(nonempty):
+        out[i] = raw[j * w : (j + 1) * w]
+    return out
+
+
+def jaccard(a: bytes, b: bytes) -> float:
+    """Estimated Jaccard similarity of two :func:`minhash` signatures."""
+    if not a or not b:
+        return 0.0
+    return float((np.frombuffer(a, np.uint32) == np.frombuffer(b, np.uint32)).mean())
+
+
+class MinHashIndex:
+    """Recent signatures, searchable by estimated Jaccard similarity, each with its story.
+
+    Locality-sensitive hashing: the 48 values are cut into 16 bands of 3, and only
+    signatures sharing a band are compared. Entries older than ``horizon_s`` (event time)
+    or beyond ``max_items`` are forgotten, oldest first.
+
+    Parameters
+    ----------
+    threshold
+        Least estimated Jaccard similarity for two texts to be copies of one story.
+    horizon_s
+        How long a story can collect copies, in seconds of event time.
+    max_items
+        Most signatures kept (each costs about 300 bytes).
+
+    Examples
+    --------
+    >>> idx = MinHashIndex()
+    >>> a = minhash("flood closes the road to the district hospital".split())
+    >>> b = minhash("rt flood closes the road to the district hospital".split())
+    >>> c = minhash("council approves the budget for new schools".split())
+    >>> idx.assign(a, "s1", 0.0), idx.assign(b, "s2", 1.0), idx.assign(c, "s3", 2.0)
+    (('s1', True), ('s1', False), ('s3', True))
+    """
+
+    def __init__(
+        self, threshold: float = 0.5, horizon_s: float = 172_800.0, max_items: int = 50_000
+    ) -> None:
+        self.threshold = threshold
+        self.horizon_s = horizon_s
+        self.max_items = max_items
+        self._seq = 0
+        self._items: dict[int, tuple[bytes, str, float]] = {}  # seq -> (sig, story, ts)
+        # Per band: key -> the one entry with it, or the set of them (most keys have one:
+        # an int saves building a set per band per item).
+        self._bands: list[dict[bytes, int | set[int]]] = [{} for _ in range(_BANDS)]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @staticmethod
+    def _keys(sig: bytes) -> list[bytes]:
+        w = 4 * _ROWS
+        return [sig[i * w : (i + 1) * w] for i in range(_BANDS)]
+
+    def find(self, sig: bytes, keys: list[bytes] | None = None) -> str | None:
+        """The story of the most similar stored signature at or above the threshold."""
+        if not sig:
+            return None
+        cands: set[int] = set()
+        for band, key in zip(self._bands, keys or self._keys(sig), strict=True):
+            hit = band.get(key)
+            if hit is None:
+                continue
+            if isinstance(hit, int):
+                cands.add(hit)
+            else:
+                cands |= hit
+        if not cands:
+            return None
+        ids = list(cands)
+        mine = np.frombuffer(sig, np.uint32)
+        mat = np.frombuffer(b"".join(self._items[i][0] for i in ids), np.uint32).reshape(
+            len(ids), -1
+        )
+        sims = (mat == mine).mean(axis=1)
+        best = int(np.argmax(sims))
+        return self._items[ids[best]][1] if sims[best] >= self.threshold else None
+
+    def assign(self, sig: bytes, new_id: str, ts: float) -> tuple[str, bool]:
+        """The story of signature ``sig``: an existing one, or ``new_id`` (then ``True``)."""
+        self._expire(ts)
+        keys = self._keys(sig) if sig else None
+        story = self.find(sig, keys)
+        sid = new_id if story is None else story
+        if sig:
+            self._add(sig, sid, ts, keys)
+        return sid, story is None
+
+    def _add(self, sig: bytes, sid: str, ts: float, keys: list[bytes] | None = None) -> None:
+        self._seq += 1
+        k = self._seq
+        self._items[k] = (sig, sid, ts)
+        for band, key in zip(self._bands, keys or self._keys(sig), strict=True):
+            cur = band.get(key)
+            if cur is None:
+                band[key] = k
+            elif isinstance(cur, int):
+                band[key] = {cur, k}
+            else:
+                cur.add(k)
+        if len(self._items) > self.max_items:
+            self._drop(next(iter(self._items)))
+
+    def _drop(self, k: int) -> None:
+        sig = self._items.pop(k)[0]
+        for band, key in zip(self._bands, self._keys(sig), strict=True):
+            s = band.get(key)
+            if s is None:
+                continue
+            if isinstance(s, int):
+                if s == k:
+                    del band[key]
+            else:
+                s.discard(k)
+                if not s:
+                    del band[key]
+
+    def _expire(self, now: float) -> None:
+        horizon = now - self.horizon_s
+        items = self._items
+        while items:
+            k = next(iter(items))
+            if items[k][2] >= horizon:
+                break
+            self._drop(k)
+
+    def snapshot(self) -> tuple[tuple[bytes, str, float], ...]:
+        return tuple(self._items.values())
+
+    def restore(self, items: Iterable[tuple[bytes, str, float]]) -> None:
+        self._items = {}
+        self._bands = [{} for _ in range(_BANDS)]
+        self._seq = 0
+        for sig, sid, ts in items:
+            self._add(sig, sid, ts)
