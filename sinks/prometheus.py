@@ -298,8 +298,9 @@ class FlowMetrics:
             elif t is Detection:
                 self.detections.labels(it.feed, it.kind, it.severity).inc()
                 self.total_detections += 1
-                self._offender(it)
-                top_changed.add(it.kind)
+                if ("entity_is", "user_name") not in it.extra:  # nothing personal in labels
+                    self._offender(it)
+                    top_changed.add(it.kind)
             elif t is SeriesPoint:
                 points[(it.feed, it.series)] = it  # gauges show the newest only
                 newest = max(newest, it.ts)

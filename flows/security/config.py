@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import Field, field_validator
 from vigil.flows.config.base import Frozen, Severity, known_zone
 from vigil.flows.config.detectors import DetectorConfig, EWMAZScoreConfig
 from vigil.flows.inputs import InputConfig
+from vigil.flows.security.sigma.config import SigmaConfig
 
 
 # ---------------------------------------------------------------- detection rules
@@ -68,6 +70,71 @@ class WebScanRule(_Rule):
     distinct_paths: int = Field(default=100, ge=1)
 
 
+class DistributedScanRule(_Rule):
+    """Many addresses of one source prefix probing many ports of one host without an answer.
+
+    One alert per prefix (``prefix_v4``/``prefix_v6`` bits), whatever the number of hosts.
+    """
+
+    window_s: float = Field(default=86400.0, gt=0)
+    ports: int = Field(default=20, ge=2, description="distinct ports probed on one host")
+    addresses: int = Field(default=5, ge=2, description="distinct addresses of the prefix")
+    prefix_v4: int = Field(default=24, ge=8, le=32)
+    prefix_v6: int = Field(default=64, ge=16, le=128)
+
+
+class PortFanInRule(_Rule):
+    """Many sources probing one port of one host without an answer (a worm, a botnet).
+
+    With ``security.protected_networks`` set, only hosts inside them are watched.
+    """
+
+    window_s: float = Field(default=86400.0, gt=0)
+    sources: int = Field(default=100, ge=2, description="distinct source addresses")
+
+
+class OutboundFanOutRule(_Rule):
+    """A protected address connecting out to many hosts on one port, or many ports of one
+    host, outside ``security.protected_networks`` (off while that list is empty)."""
+
+    severity: Severity = "high"
+    window_s: float = Field(default=3600.0, gt=0)
+    hosts: int = Field(default=10, ge=2, description="distinct outside hosts on one port")
+    ports: int = Field(default=20, ge=2, description="distinct ports of one outside host")
+    ignore_ports: tuple[int, ...] = Field(
+        default=(53, 80, 123, 443, 853),
+        description="ports a protected host talks to many hosts on in normal use",
+    )
+
+    @field_validator("ignore_ports")
+    @classmethod
+    def _ports_ok(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        return _ports(v)
+
+
+class ForbiddenPortRule(_Rule):
+    """A connection from a protected address to a port in ``security.forbidden_ports``."""
+
+    severity: Severity = "high"
+    window_s: float = Field(default=3600.0, gt=0)
+
+
+class AccountManySourcesRule(_Rule):
+    """Successful logins of one user name from ``sources`` distinct addresses."""
+
+    severity: Severity = "high"
+    window_s: float = Field(default=86400.0, gt=0)
+    sources: int = Field(default=5, ge=2, description="distinct source addresses")
+
+
+def _ports(v: tuple[int, ...]) -> tuple[int, ...]:
+    bad = [p for p in v if not 0 < p < 65536]
+    if bad:
+        msg = f"ports must be 1 to 65535, got {bad[0]}"
+        raise ValueError(msg)
+    return v
+
+
 VolumeSeries = Literal[
     "events",
     "auth_failures",
@@ -109,6 +176,11 @@ class SecurityRules(Frozen):
     horizontal_scan: HorizontalScanRule = HorizontalScanRule()
     ping_sweep: PingSweepRule = PingSweepRule()
     web_scan: WebScanRule = WebScanRule()
+    distributed_scan: DistributedScanRule = DistributedScanRule()
+    port_fan_in: PortFanInRule = PortFanInRule()
+    outbound_fan_out: OutboundFanOutRule = OutboundFanOutRule()
+    forbidden_port: ForbiddenPortRule = ForbiddenPortRule()
+    account_many_sources: AccountManySourcesRule = AccountManySourcesRule()
     volume: VolumeRule = VolumeRule()
 
 
@@ -130,6 +202,32 @@ class SecurityConfig(Frozen):
     refresh_s: float = Field(
         default=60.0, gt=0, description="repeat a detection this often while it holds"
     )
+    protected_networks: tuple[str, ...] = Field(
+        default=(),
+        description="CIDRs of the site's own addresses: outbound rules watch them "
+        "(empty: off); port fan-in watches only them when set",
+    )
+    forbidden_ports: tuple[int, ...] = Field(
+        default=(), description="ports a protected address must never connect to (6667: IRC)"
+    )
     rules: SecurityRules = SecurityRules()
+    sigma: SigmaConfig = SigmaConfig()
 
     _tz_ok = field_validator("timezone")(known_zone)
+
+    @field_validator("protected_networks")
+    @classmethod
+    def _cidrs_ok(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for net in v:
+            try:
+                out.append(str(ipaddress.ip_network(net.strip(), strict=False)))
+            except ValueError:
+                msg = f"not a CIDR network: {net!r} (e.g. 192.0.2.0/24 or 2001:db8::/32)"
+                raise ValueError(msg) from None
+        return tuple(out)
+
+    @field_validator("forbidden_ports")
+    @classmethod
+    def _forbidden_ok(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        return _ports(v)

@@ -77,7 +77,8 @@ def _web_evidence(ep: _Episode, ev: SecurityEvent) -> None:
 class _Source:
     """What the rules remember about one source address. Sub-structures are created lazily."""
 
-    __slots__ = (
+    # Not sorted: slots added later go last, so older snapshots (fewer values) restore.
+    __slots__ = (  # noqa: RUF023
         "active",
         "conn_balance",
         "conn_ts",
@@ -90,6 +91,9 @@ class _Source:
         "pending_pids",
         "ports_by_host",
         "users",
+        # Added later: appended so that snapshots written before them still restore.
+        "out_hosts_by_port",
+        "out_ports_by_host",
     )
 
     def __init__(self, ts: float) -> None:
@@ -106,6 +110,39 @@ class _Source:
         self.paths: SlidingDistinct | None = None
         # (kind, sub-entity) -> the episode in progress (see _Episode).
         self.active: dict[tuple[str, str], _Episode] | None = None
+        # Outbound from a protected address: outside hosts per port, ports per outside host.
+        self.out_hosts_by_port: dict[int, SlidingDistinct] | None = None
+        self.out_ports_by_host: dict[str, SlidingDistinct] | None = None
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, s) for s in self.__slots__)
+
+    def __setstate__(self, st: tuple[Any, ...]) -> None:
+        # A snapshot from before the newest slots has fewer values: those start empty.
+        for s in self.__slots__[len(st) :]:
+            setattr(self, s, None)
+        for s, v in zip(self.__slots__, st, strict=False):
+            setattr(self, s, v)
+
+
+class _Crowd:
+    """What the rules over many sources remember about one key: a source prefix (its
+    distributed scans), a host (many sources on one of its ports) or a user name (logins
+    from many sources). ``sets`` holds the distinct values per target, ``hits`` the events
+    per source address (bounded), ``active`` the episodes as in :class:`_Source`."""
+
+    __slots__ = ("active", "hits", "last", "sets")
+
+    def __init__(self, ts: float) -> None:
+        self.last = ts
+        self.sets: dict[tuple[str, str], SlidingDistinct] = {}
+        self.hits: dict[str, int] = {}
+        self.active: dict[tuple[str, str], _Episode] | None = None
+
+    def hit(self, who: str) -> None:
+        h = self.hits
+        if who in h or len(h) < _EVIDENCE_ITEMS:
+            h[who] = h.get(who, 0) + 1
 
     def __getstate__(self) -> tuple[Any, ...]:
         return tuple(getattr(self, s) for s in self.__slots__)

@@ -22,17 +22,19 @@ the rules' logic); this one wires them into a dataflow (``attach``, ``build_flow
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from vigil.flows.config.base import input_step_ids
+from vigil.flows.errors import ConfigError
 from vigil.flows.feed import FeedIO
 from vigil.flows.guard import guard_batch, guard_logic
 from vigil.flows.inputs import make_sources
 from vigil.flows.security.config import SecurityConfig
+from vigil.flows.security.crowds import CrowdRouter
 from vigil.flows.security.episodes import FEED, Evidence, _Episode, _Source
 from vigil.flows.security.parse import (
     Parsed,
@@ -52,7 +54,11 @@ from vigil.flows.security.volume import (
     VolumeSnapshot,
 )
 
+from vigil.extras import MissingExtra, need
 from vigil.records import DeadLetter, Detection, RawLine, SeriesPoint, Tally, Watermark
+
+if TYPE_CHECKING:  # pySigma is loaded only when rules are configured
+    from vigil.flows.security.sigma.engine import RuleSet
 
 # Moved names stay importable from here: recovery snapshots pickle ``RulesSnapshot`` (with
 # its ``_Source`` and ``_Episode``) and ``VolumeSnapshot`` by this module's path.
@@ -97,13 +103,21 @@ class SecurityStreams:
 def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -> SecurityStreams:
     """Parse, detect and baseline a stream of raw lines (see the module docstring)."""
     parser = LineParser(year=cfg.year, timezone=cfg.timezone)
+    sigma = _sigma_rules(cfg)
     parsed = op.flat_map_batch(
         "parse",
         raw,
         guard_batch(
             "parse",
             FEED,
-            make_parse_batch(parser, cfg.tumbling_s, cfg.allowed_lateness_s, cfg.shards),
+            make_parse_batch(
+                parser,
+                cfg.tumbling_s,
+                cfg.allowed_lateness_s,
+                cfg.shards,
+                sigma,
+                CrowdRouter(cfg.rules, cfg.protected_networks).routes,
+            ),
         ),
     )
     b = op.branch("is_event", parsed, lambda x: type(x) is tuple)
@@ -113,10 +127,21 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
     tallies = cast(Stream[Tally], rest.falses)
 
     def rules_builder(resume: RulesSnapshot | None) -> RulesLogic:
-        rules = SecurityRules(cfg.rules, max_sources=cfg.max_sources, refresh_s=cfg.refresh_s)
+        rules = SecurityRules(
+            cfg.rules,
+            max_sources=cfg.max_sources,
+            refresh_s=cfg.refresh_s,
+            protected_networks=cfg.protected_networks,
+            forbidden_ports=cfg.forbidden_ports,
+        )
         if resume is not None:
             rules.restore(resume)
-        return RulesLogic(rules, cfg.shards + 1)
+        alerts = None
+        if sigma:
+            from vigil.flows.security.sigma.alerts import SigmaAlerts
+
+            alerts = SigmaAlerts(sigma, cfg.sigma, refresh_s=cfg.refresh_s)
+        return RulesLogic(rules, cfg.shards + 1, alerts)
 
     detected = op.key_rm(
         "unkey", op.stateful_batch("rules", keyed, guard_logic("rules", FEED, rules_builder))
@@ -157,6 +182,25 @@ def security_pipeline(step_id: str, raw: Stream[RawLine], cfg: SecurityConfig) -
     )
     all_dead = op.merge("dead", dead, rule_dead, cast(Stream[DeadLetter], vd.trues))
     return SecurityStreams(detections, all_dead, op.merge("telemetry_all", telemetry, all_dead))
+
+
+def _sigma_rules(cfg: SecurityConfig) -> RuleSet | None:
+    """The Sigma rules of ``security.sigma``, loaded once per flow (``None``: none set).
+
+    Raises
+    ------
+    ConfigError
+        For a rule folder that does not exist (rules that cannot be used are skipped).
+    """
+    if not cfg.sigma.paths:
+        return None
+    need("sigma.collection", "sigma", "security.sigma (Sigma rules)")  # pySigma, an extra
+    from vigil.flows.security.sigma.engine import load_rules
+
+    rs = load_rules(cfg.sigma)
+    if rs.problems:
+        raise ConfigError(rs.problems[0])
+    return rs
 
 
 def attach(flow: Dataflow, io: FeedIO) -> SecurityStreams:
@@ -222,6 +266,22 @@ def explain(sec: SecurityConfig) -> list[str]:
         f"windows: tumbling {sec.tumbling_s:g} s, allowed lateness {sec.allowed_lateness_s:g} s"
     )
     out.append(f"syslog and firewall times read in {sec.timezone} (they carry no zone)")
+    if sec.protected_networks:
+        ports = ", ".join(map(str, sec.forbidden_ports)) or "none"
+        out.append(
+            f"protected networks: {', '.join(sec.protected_networks)}; forbidden ports: {ports}"
+        )
+    else:
+        out.append("protected networks: none (outbound_fan_out and forbidden_port are off)")
+    if sec.sigma.paths:
+        try:
+            need("sigma.collection", "sigma", "security.sigma (Sigma rules)")
+        except MissingExtra as ex:
+            out.append(f"error: {ex}")
+        else:
+            from vigil.flows.security.sigma.engine import explain_rules
+
+            out.extend(explain_rules(sec.sigma))
     out.append("rules:")
     for name, rule in sec.rules:
         fields = ", ".join(

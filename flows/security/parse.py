@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from bytewax.operators import StatefulBatchLogic
 from vigil.flows.config.base import shard_of
@@ -21,7 +21,17 @@ from vigil.flows.security.rules import RulesSnapshot, SecurityRules
 
 from vigil.records import DeadLetter, Detection, RawLine, SecurityEvent, Tally, Watermark
 
-ShardBatch = tuple[list[SecurityEvent], dict[str, float], str]
+if TYPE_CHECKING:  # pySigma is loaded only when rules are configured
+    from vigil.flows.security.sigma.alerts import SigmaAlerts
+    from vigil.flows.security.sigma.engine import Hit, RuleSet
+
+#: (events, newest event time per log source, shard, Sigma matches of the shard's entities)
+#: and the events routed here for the rules over many sources, as ``(role, event)``
+#: (:class:`~vigil.flows.security.crowds.CrowdRouter`)
+ShardBatch = tuple[
+    list[SecurityEvent], dict[str, float], str, list["Hit"], list[tuple[str, SecurityEvent]]
+]
+Router = Callable[[SecurityEvent], list[tuple[str, str]]]
 RulesOut = Detection | DeadLetter | Tally | Watermark
 
 
@@ -32,8 +42,11 @@ class RulesLogic(StatefulBatchLogic[ShardBatch, RulesOut, RulesSnapshot]):
     seen so far is processed, so this shard's later detections are not older than the
     newest event time of those batches (the input's own disorder aside)."""
 
-    def __init__(self, rules: SecurityRules, producers: int = 0) -> None:
+    def __init__(
+        self, rules: SecurityRules, producers: int = 0, sigma: SigmaAlerts | None = None
+    ) -> None:
         self.rules = rules
+        self.sigma = sigma  # Sigma matches to detections (see vigil.flows.security.sigma)
         self.producers = producers  # of a log source's clock: every shard and the baseline
         self._promised: dict[str, float] = {}
 
@@ -43,9 +56,14 @@ class RulesLogic(StatefulBatchLogic[ShardBatch, RulesOut, RulesSnapshot]):
         t0 = time.perf_counter()
         marks: dict[str, float] = {}
         shard = ""
-        for events, newest, key in values:
+        sigma = self.sigma
+        for events, newest, key, hits, crowd in values:
             if events:
                 out.extend(rules.process(events))
+            if crowd:
+                out.extend(rules.process_crowd(crowd))
+            if hits and sigma is not None:
+                out.extend(sigma.process(hits))
             marks, shard = newest, key
         # Detector latency: wall time this shard's rules spent on the batch.
         out.append(Tally("rules", gauges={"seconds": time.perf_counter() - t0}))
@@ -72,7 +90,12 @@ Parsed = tuple[str, "ShardBatch"] | DeadLetter | Tally
 
 
 def make_parse_batch(
-    parser: LineParser, tumbling_s: float, allowed_lateness_s: float = 300.0, shards: int = 16
+    parser: LineParser,
+    tumbling_s: float,
+    allowed_lateness_s: float = 300.0,
+    shards: int = 16,
+    sigma: RuleSet | None = None,
+    routes: Router | None = None,
 ) -> Callable[[list[RawLine]], list[Parsed]]:
     """The parse step: lines to events and dead letters, plus one tally per batch.
 
@@ -83,7 +106,13 @@ def make_parse_batch(
     promise alerting that its later detections are not older (see :class:`RulesLogic`).
     The tally also counts late events: older than the newest event this worker has seen
     minus ``allowed_lateness_s``, per dataset. They are still processed, never dropped.
+    With ``sigma`` rules, each event is matched here (keywords need the raw line) and its
+    matches travel to the shard of its entity (source address, else host name).
+    ``routes`` (:meth:`~vigil.flows.security.crowds.CrowdRouter.routes`) names the keys
+    (prefix, host, user) of the rules over many sources an event counts towards; the event
+    also goes, with its role, to the shard of each key, so all events of a key meet.
     """
+    match = sigma.match if sigma else None
     newest: dict[str, float] = {}
     shard_cache: dict[str, str] = {}
     names = shard_names(shards)
@@ -91,6 +120,8 @@ def make_parse_batch(
     def parse_batch(raws: list[RawLine]) -> list[Parsed]:
         out: list[Parsed] = []
         groups: dict[str, list[SecurityEvent]] = {}
+        hits: dict[str, list[Hit]] = {}
+        crowds: dict[str, list[tuple[str, SecurityEvent]]] = {}
         late = 0
         lines: dict[tuple[str, str], int] = {}
         events: dict[tuple[str, str], int] = {}
@@ -149,6 +180,10 @@ def make_parse_batch(
                 if r.bytes:
                     c["bytes"] = c.get("bytes", 0) + r.bytes
                 ip = r.source_ip
+                if match is not None:
+                    for rule in match(r, raw.text):
+                        ent = ip or r.host_name or ds
+                        hits.setdefault(shard_of(ent, shards), []).append((rule.index, r, raw.text))
                 if ip is not None and not closed:
                     # Events per source and window: an anomaly's top contributors.
                     per_src = sources.get(ds)
@@ -169,6 +204,18 @@ def make_parse_batch(
                         groups[key] = [r]
                     else:
                         g.append(r)
+                    if routes is not None:
+                        for role, ck in routes(r):
+                            key = shard_cache.get(ck)
+                            if key is None:
+                                if len(shard_cache) > 100_000:
+                                    shard_cache.clear()
+                                key = shard_cache[ck] = shard_of(ck, shards)
+                            cg = crowds.get(key)
+                            if cg is None:
+                                crowds[key] = [(role, r)]
+                            else:
+                                cg.append((role, r))
             else:
                 k = (fmt, "dead_lettered")
                 lines[k] = lines.get(k, 0) + 1
@@ -177,10 +224,15 @@ def make_parse_batch(
             parsed = n - lines.get((fmt, "dead_lettered"), 0)
             if parsed:
                 lines[(fmt, "parsed")] = parsed
-        if moved or groups:
+        if moved or groups or hits:
             marks = dict(newest)
             empty: list[SecurityEvent] = []
-            out.extend((k, (groups.get(k, empty), marks, k)) for k in names)
+            none: list[Hit] = []
+            nobody: list[tuple[str, SecurityEvent]] = []
+            out.extend(
+                (k, (groups.get(k, empty), marks, k, hits.get(k, none), crowds.get(k, nobody)))
+                for k in names
+            )
         out.append(
             Tally("parse", lines=lines, events=events, late=late, buckets=buckets, sources=sources)
         )

@@ -2,6 +2,7 @@
 
 :class:`SecurityRules` is plain Python (no bytewax), so it can be tested, benchmarked and
 reused on its own; the port-scan rules are its mixin in :mod:`~vigil.flows.security.scans`,
+the rules over many sources and the outbound ones in :mod:`~vigil.flows.security.crowds`,
 the state it keeps per source in :mod:`~vigil.flows.security.episodes`.
 """
 
@@ -12,10 +13,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from vigil.flows.security.config import SecurityRules as RulesConfig
+from vigil.flows.security.crowds import _Crowds
 from vigil.flows.security.episodes import (
     FEED,
     Evidence,
     _auth_evidence,
+    _Crowd,
     _Episode,
     _fmt_n,
     _ongoing,
@@ -40,9 +43,11 @@ class RulesSnapshot:
 
     sources: tuple[tuple[str, _Source], ...]
     watermark: float
+    #: The rules over many sources: prefix, host or user key -> what they remember.
+    crowds: tuple[tuple[str, _Crowd], ...] = ()
 
 
-class SecurityRules(_PortScans):
+class SecurityRules(_PortScans, _Crowds):
     """Per-source detection rules over event-time sliding windows.
 
     Parameters
@@ -53,6 +58,9 @@ class SecurityRules(_PortScans):
         Sources tracked at once; the least recently seen is evicted beyond this.
     refresh_s
         While a condition holds, its detection is repeated at most this often (event time).
+    protected_networks, forbidden_ports
+        ``security.protected_networks`` (CIDRs) and ``security.forbidden_ports``: the
+        outbound rules watch connections from the first to anywhere else.
 
     Examples
     --------
@@ -66,7 +74,13 @@ class SecurityRules(_PortScans):
     """
 
     def __init__(
-        self, rules: RulesConfig, *, max_sources: int = 200_000, refresh_s: float = 60.0
+        self,
+        rules: RulesConfig,
+        *,
+        max_sources: int = 200_000,
+        refresh_s: float = 60.0,
+        protected_networks: Iterable[str] = (),
+        forbidden_ports: Iterable[int] = (),
     ) -> None:
         self.rules = rules
         self.refresh_s = refresh_s
@@ -77,14 +91,18 @@ class SecurityRules(_PortScans):
         self._max_ts = -math.inf
         self.evicted = 0
         self.errors: list[DeadLetter] = []  # events a rule failed on; drained by the caller
+        self._init_crowds(protected_networks, forbidden_ports)
 
     # ------------------------------------------------------------ state
     def snapshot(self) -> RulesSnapshot:
-        return RulesSnapshot(tuple(self._sources.items()), self._max_ts)
+        return RulesSnapshot(
+            tuple(self._sources.items()), self._max_ts, tuple(self._crowds.items())
+        )
 
     def restore(self, snap: RulesSnapshot) -> None:
         self._sources = dict(snap.sources)
         self._max_ts = snap.watermark
+        self._crowds = dict(getattr(snap, "crowds", ()))  # none in older snapshots
 
     def __len__(self) -> int:
         return len(self._sources)
@@ -95,7 +113,7 @@ class SecurityRules(_PortScans):
         old = [k for k, s in self._sources.items() if s.last < horizon]
         for k in old:
             del self._sources[k]
-        return len(old)
+        return len(old) + self.expire_crowds(now_ts, self._longest_window())
 
     def _longest_window(self) -> float:
         r = self.rules
@@ -107,12 +125,30 @@ class SecurityRules(_PortScans):
             r.horizontal_scan.window_s,
             r.ping_sweep.window_s,
             r.web_scan.window_s,
+            r.distributed_scan.window_s,
+            r.port_fan_in.window_s,
+            r.outbound_fan_out.window_s,
+            r.forbidden_port.window_s,
+            r.account_many_sources.window_s,
         )
 
     # ------------------------------------------------------------ processing
-    def process(self, events: Iterable[SecurityEvent]) -> list[Detection]:
-        """Apply every event in order; return the detections they trigger."""
+    def process_all(self, events: Iterable[SecurityEvent]) -> list[Detection]:
+        """Every rule on every event, in order: the per-source rules and those over many
+        sources (as one shard that all keys are routed to)."""
         out: list[Detection] = []
+        for ev in events:
+            out.extend(self.process((ev,)))
+            routes = self.crowd_routes(ev)
+            if routes:
+                out.extend(self.process_crowd([(role, ev) for role, _ in routes]))
+        return out
+
+    def process(self, events: Iterable[SecurityEvent]) -> list[Detection]:
+        """Apply every event in order to the per-source rules (the outbound ones too);
+        return the detections they trigger."""
+        out: list[Detection] = []
+        outbound = bool(self._nets)
         sources = self._sources
         max_ts = self._max_ts
         for ev in events:
@@ -140,6 +176,8 @@ class SecurityRules(_PortScans):
                 if action == "authentication":
                     self._auth(ip, src, ev, out)
                 elif action == "connection":
+                    if outbound:
+                        self._outbound(ip, src, ev, out)
                     self._conn(ip, src, ev, out)
                 elif action == "http_request":
                     self._http(ip, src, ev, out)
@@ -152,7 +190,7 @@ class SecurityRules(_PortScans):
 
     def _fire(
         self,
-        src: _Source,
+        src: _Source | _Crowd,
         out: list[Detection],
         *,
         kind: str,
@@ -168,13 +206,15 @@ class SecurityRules(_PortScans):
         evidence: Evidence | None = None,
         is_evidence: bool = True,
         first_seen: float | None = None,
+        refresh_s: float | None = None,
     ) -> None:
         """Episodes: emit when the condition is first met (``seed`` fills the evidence of
         what led up to it); while the episode lasts, every event that ``is_evidence`` (and
         ``evidence`` counts) extends it, reported at most every ``refresh_s`` of event time.
         The episode ends ``window_s`` after its last report; only then can the condition
         start a new one. ``text`` gives (summary, description) and runs only when a
-        detection is emitted, so a start states the value at the start."""
+        detection is emitted, so a start states the value at the start. ``refresh_s``
+        overrides the rules' own for this episode."""
         act = src.active
         key = (kind, sub)
         ts = self._ts
@@ -197,7 +237,7 @@ class SecurityRules(_PortScans):
             evidence(ep)
         if n > ep.peak:
             ep.peak, ep.peak_ts = n, ts
-        if ts - ep.last_emit >= self.refresh_s:
+        if ts - ep.last_emit >= (self.refresh_s if refresh_s is None else refresh_s):
             ep.last_emit = ts
             self._emit(out, kind, entity, rule, n, threshold, text, extra, ep)
 
