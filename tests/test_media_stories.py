@@ -87,29 +87,24 @@ def story_alerts(out: tuple[Any, ...]) -> list[Detection]:
     return [o for o in out if isinstance(o, Detection) and o.kind == "media_story"]
 
 
+def _bench_media() -> Any:
+    """bench/media.py, whose referee counts the stories of a replay."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_media", Path(__file__).resolve().parents[1] / "bench" / "media.py"
+    )
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def same_story_chains(reports: list[EmergingStory]) -> list[list[EmergingStory]]:
-    """Reports grouped by an independent referee: two reports are one story when they
-    are at most an hour apart and share a shown term."""
-    parent = list(range(len(reports)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, a in enumerate(reports):
-        ta = {t for t, _ in a.terms}
-        for j in range(i + 1, len(reports)):
-            b = reports[j]
-            if b.ts - a.ts > 3600:
-                break
-            if ta & {t for t, _ in b.terms}:
-                parent[find(i)] = find(j)
-    chains: dict[int, list[EmergingStory]] = {}
-    for i, r in enumerate(reports):
-        chains.setdefault(find(i), []).append(r)
-    return list(chains.values())
+    """Reports grouped by an independent referee (the bench's): two reports are one
+    story when they are at most an hour apart and share a shown term."""
+    chains: list[list[EmergingStory]] = _bench_media()._story_chains(reports)
+    return chains
 
 
 def fresh_flood(t0: float, n: int, k: int, every_s: float = 120.0) -> list[MediaItem]:

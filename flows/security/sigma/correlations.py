@@ -31,8 +31,8 @@ from vigil.records import SecurityEvent
 
 
 @dataclass(frozen=True)
-class CompiledCorrelation:
-    """One usable correlation rule."""
+class RuleMeta:
+    """What an alert says about a Sigma rule or correlation (and where it was read)."""
 
     index: int
     id: str
@@ -44,6 +44,12 @@ class CompiledCorrelation:
     author: str
     path: str
     dataset: str
+
+
+@dataclass(frozen=True)
+class CompiledCorrelation(RuleMeta):
+    """One usable correlation rule."""
+
     type: str  # "event_count", "value_count" or "temporal"
     rules: tuple[int, ...]  # indices of the referenced rules
     group_by: tuple[str, ...]  # Sigma field names, for the alert text

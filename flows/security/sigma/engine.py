@@ -27,7 +27,11 @@ from sigma.correlations import SigmaCorrelationRule
 from sigma.rule import SigmaRule, SigmaRuleBase
 from vigil.flows.security.sigma.compiler import Needs, Predicate, Unsupported, compile_rule
 from vigil.flows.security.sigma.config import SigmaConfig
-from vigil.flows.security.sigma.correlations import CompiledCorrelation, compile_correlation
+from vigil.flows.security.sigma.correlations import (
+    CompiledCorrelation,
+    RuleMeta,
+    compile_correlation,
+)
 from vigil.flows.security.sigma.pipelines import LOG_SOURCES, LogSource, source_for
 
 from vigil.records import SecurityEvent
@@ -66,19 +70,9 @@ _SAMPLE_CHARS = 300
 
 
 @dataclass(frozen=True)
-class CompiledRule:
+class CompiledRule(RuleMeta):
     """One usable rule: what alerts say about it, and its predicate."""
 
-    index: int
-    id: str
-    title: str
-    level: str
-    status: str
-    tags: tuple[str, ...]
-    falsepositives: tuple[str, ...]
-    author: str
-    path: str
-    dataset: str
     processes: frozenset[str] | None
     predicate: Predicate = field(repr=False, compare=False)
     needs: Needs = field(repr=False, compare=False)
