@@ -291,7 +291,7 @@ def test_a_value_count_correlation_finds_the_vertical_scanners(day: str) -> None
     ports per source and host over 24 h) finds the sources the built-in rule finds."""
     conn = CTU / day / "conn.log.labeled"
     lines = [RawLine("zeek", str(conn), ln) for ln in conn.read_text().splitlines()]
-    cfg = SecurityConfig(sigma=SigmaConfig(paths=(str(VIGIL_RULES),)))
+    cfg = SecurityConfig(sigma=SigmaConfig(paths=(str(VIGIL_RULES / "vertical_scan.yml"),)))
     dets: list[Detection] = []
     flow = build_flow(
         cfg,
@@ -337,10 +337,14 @@ def test_unsupported_correlations_are_skipped_with_a_reason(tmp_path: Path) -> N
 
 
 def test_a_correlation_keeps_its_informational_rule_when_levels_are_filtered() -> None:
-    rs = load_rules(SigmaConfig(paths=(str(VIGIL_RULES),), levels=("medium", "high")))
+    rs = load_rules(
+        SigmaConfig(paths=(str(VIGIL_RULES / "vertical_scan.yml"),), levels=("medium", "high"))
+    )
     assert [c.title for c in rs.correlations] == ["Vertical port scan"]
     assert [r.level for r in rs.rules] == ["informational"] and rs.silent == {0}
-    text = "\n".join(explain_rules(SigmaConfig(paths=(str(VIGIL_RULES),)), rs))
+    text = "\n".join(
+        explain_rules(SigmaConfig(paths=(str(VIGIL_RULES / "vertical_scan.yml"),)), rs)
+    )
     assert "zeek: 1 + 1 correlation(s)" in text
     assert "(value_count by id.orig_h, id.resp_h over 86400 s)" in text
 

@@ -232,7 +232,13 @@ def load_rules(cfg: SigmaConfig) -> RuleSet:
                 base.append((rule, str(f)))
     # The rules a correlation counts are loaded whatever their level or status (they are
     # often "informational": they say nothing alone); the correlation itself is selected.
-    counted = {str(r.reference) for c, _ in correlations for r in c.rules or ()}
+    # Only the selected correlations' rules: a rule of an excluded one would alert alone.
+    counted = {
+        str(r.reference)
+        for c, where in correlations
+        if _excluded(cfg, _meta(c, where)) is None
+        for r in c.rules or ()
+    }
     for one, where in base:
         _add(rs, cfg, one, where, pipelines, refs, counted)
     for corr, where in correlations:

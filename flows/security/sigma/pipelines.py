@@ -146,6 +146,13 @@ _ZEEK_CONN = {
     "dst_port": "destination_port",
 }
 
+# No Sigma taxonomy names the fields of sshd's lines (SigmaHQ's linux rules are keywords);
+# these are the names Vigil's own rules (flows/security/sigma/rules) group and count by.
+_LINUX = {
+    "src_ip": "source_ip",
+    "user": "user_name",
+}
+
 _EVENT_FIELDS = (
     "source_ip",
     "source_port",
@@ -192,7 +199,8 @@ LOG_SOURCES: tuple[LogSource, ...] = (
             "cron": frozenset({"cron", "CRON", "crond"}),
             "sudo": frozenset({"sudo"}),
         },
-        _fields({}),
+        _fields(_LINUX),
+        _LINUX,
     ),
     LogSource(
         "access",
