@@ -24,6 +24,7 @@ from vigil.dashboards.core import (
 )
 from vigil.sinks.prometheus import (
     ALERTING_ALERTS,
+    ALERTING_INCIDENTS,
     DETECTIONS,
     EVENT_TIME,
     LAST_BATCH,
@@ -129,6 +130,16 @@ def overview() -> gd.Dashboard:
             ),
             w=4,
             h=6,
+        ),
+        stat(
+            "Incidents across feeds",
+            Q(f"sum by (state) ({ALERTING_INCIDENTS})", "{{state}}", instant=True),
+            w=24,
+            h=4,
+            thresholds=((None, "green"), (1, "red")),
+            description="Alerts of several feeds joined into one incident (same agency or a "
+            "configured link, within alerting.incidents.window_s): open, updated, resolved. "
+            "vigil incidents list shows them; 0 while alerting.incidents is off.",
         ),
         timeseries(
             "Detections per minute by feed",

@@ -22,6 +22,7 @@ from vigil.flows.config.alerting import AlertingConfig, RouteConfig, effective_a
 from vigil.flows.errors import ConfigError
 from vigil.sinks.alerting.delivery import Integration, WebhookIntegration
 from vigil.sinks.alerting.engine import AlertEngine, Clock, ReceiverOptions
+from vigil.sinks.alerting.incidents import Correlator, IncidentSettings, Link
 from vigil.sinks.alerting.model import InhibitRule, MaintenanceWindow, Silence, parse_matchers
 from vigil.sinks.alerting.outbox import FileOutbox, Outbox, RedisOutbox, RetryPolicy
 from vigil.sinks.alerting.routing import Route
@@ -311,6 +312,21 @@ def make_enrich(a: AlertingConfig) -> Callable[[dict[str, str], dict[str, str], 
     return enrich
 
 
+def make_incidents(a: AlertingConfig) -> IncidentSettings | None:
+    """The correlation stage ``alerting.incidents`` asks for (``None`` when disabled)."""
+    ic = a.incidents
+    if not ic.enabled:
+        return None
+    correlator = Correlator(
+        window_s=ic.window_s,
+        links=[Link.parse(ln.name, ln.match) for ln in ic.links],
+        agency_label=ic.agency_label,
+        retention_s=ic.retention,
+    )
+    receiver = ic.receiver or (a.route.receiver if a.route and a.route.receiver else "null")
+    return IncidentSettings(correlator, receiver, ic.suppress_members)
+
+
 def make_service(
     cfg: VigilConfig,
     *,
@@ -360,6 +376,7 @@ def make_service(
         am_resend_s=a.alertmanager.resend if a.alertmanager else 60.0,
         reset=a.state.reset,
         finite=finite,
+        incidents=make_incidents(a),
     )
 
 

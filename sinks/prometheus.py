@@ -89,6 +89,11 @@ ALERTING_OUTBOX_DEPTH = "vigil_alerting_outbox_items"
 ALERTING_DELIVERIES = "vigil_alerting_deliveries_total"
 #: Seconds from the detection to the receiver's 2xx, by ``receiver``.
 ALERTING_DELIVERY_LATENCY = "vigil_alerting_delivery_latency_seconds"
+#: Incidents (alerts of several feeds joined, sinks/alerting/incidents.py) by ``state``
+#: (open, updated, resolved).
+ALERTING_INCIDENTS = "vigil_incidents"
+#: Member alerts of unresolved incidents, by ``feed``.
+ALERTING_INCIDENT_MEMBERS = "vigil_incident_members"
 
 METRIC_NAMES: tuple[str, ...] = (
     LINES,
@@ -123,6 +128,8 @@ METRIC_NAMES: tuple[str, ...] = (
     ALERTING_OUTBOX_DEPTH,
     ALERTING_DELIVERIES,
     ALERTING_DELIVERY_LATENCY,
+    ALERTING_INCIDENTS,
+    ALERTING_INCIDENT_MEMBERS,
 )
 
 C = TypeVar("C", Counter, Gauge, Histogram)

@@ -75,6 +75,7 @@ CLI_PLUGINS = (
     "vigil.flows.cli.backtest",
     "vigil.flows.cli.bus",
     "vigil.flows.cli.dashboards",
+    "vigil.flows.cli.incidents",
 )
 #: Exit codes: 1 = a run failed or did nothing, 2 = a usage or configuration mistake,
 #: 70 = a bug in Vigil (EX_SOFTWARE).

@@ -259,6 +259,41 @@ class AuditConfig(Frozen):
     stream_maxlen: int = Field(default=100_000, ge=100)
 
 
+class IncidentLinkConfig(Frozen):
+    """Entities of several feeds that belong together: an alert matching every label of
+    one entry of ``match`` (e.g. ``{feed: media, entity: so_y_te}``) joins the link."""
+
+    name: str = Field(min_length=1)
+    match: tuple[dict[str, str], ...] = Field(min_length=1)
+
+    @field_validator("match")
+    @classmethod
+    def _non_empty(cls, v: tuple[dict[str, str], ...]) -> tuple[dict[str, str], ...]:
+        for entry in v:
+            if not entry:
+                msg = "each match entry needs at least one label (e.g. {feed: media})"
+                raise ValueError(msg)
+        return v
+
+
+class IncidentsConfig(Frozen):
+    """Incidents across feeds (``alerting.incidents``): alerts of different feeds that
+    share an agency or a link, within ``window_s`` of event time, become one incident."""
+
+    enabled: bool = False
+    window_s: Duration = Field(default=3600.0, gt=0)
+    links: tuple[IncidentLinkConfig, ...] = ()
+    agency_label: str = "agency"
+    receiver: str | None = Field(
+        default=None, description="receiver of incident notifications (default: the root route's)"
+    )
+    suppress_members: bool = Field(
+        default=True,
+        description="member alerts leave their groups' notifications (the incident carries them)",
+    )
+    retention: Duration = Field(default=7 * 86400.0, ge=0)
+
+
 class AlertingConfig(Frozen):
     """Settings of the alerting pipeline every flow's detections go through."""
 
@@ -293,12 +328,17 @@ class AlertingConfig(Frozen):
     alertmanager: AlertmanagerPushConfig | None = None
     grafana: GrafanaConfig | None = None
     audit: AuditConfig = AuditConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> AlertingConfig:
         names = [r.name for r in self.receivers]
         if len(set(names)) != len(names):
             msg = f"receiver names must be unique, got {names}"
+            raise ValueError(msg)
+        rcv = self.incidents.receiver
+        if rcv is not None and rcv not in {*names, "default", "null"}:
+            msg = f"alerting.incidents.receiver {rcv!r} is not in alerting.receivers"
             raise ValueError(msg)
         if self.route is not None:
             if self.route.receiver is None:

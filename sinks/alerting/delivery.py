@@ -156,6 +156,14 @@ class WebhookIntegration:
         )
         body["notificationId"] = f"{n.id}"
         body["sequence"] = n.seq
+        incident = n.extra.get("incident")
+        if incident is not None:  # an incident across feeds: its members are the alerts
+            body["incident"] = incident
+            feeds = ", ".join(incident["feeds"])
+            body["title"] = (
+                f"[{incident['severity'].upper()}] incident {incident['name']} "
+                f"({incident['state']}): {len(alerts)} alert(s) from {feeds}"
+            )
         return body
 
     def render(self, n: Notification, target: str) -> list[OutboxItem]:

@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from vigil.sinks.alerting.incidents import INCIDENT_STATES
 from vigil.sinks.alerting.outbox import OutboxItem
 from vigil.sinks.prometheus import (
     ALERTING_ALERTS,
     ALERTING_DELIVERIES,
     ALERTING_DELIVERY_LATENCY,
+    ALERTING_INCIDENT_MEMBERS,
+    ALERTING_INCIDENTS,
     ALERTING_NOTIFICATIONS,
     ALERTING_OUTBOX_DEPTH,
     SINK_FAILURES,
@@ -76,6 +79,34 @@ class AlertingMetrics:
             ("sink", "reason"),
             registry,
         )
+
+        self.incident_states = get_or_create(
+            Gauge,
+            ALERTING_INCIDENTS,
+            "Incidents by state (open, updated, resolved).",
+            ("state",),
+            registry,
+        )
+        for state in INCIDENT_STATES:  # 0 until the first incident (not "no data")
+            self.incident_states.labels(state)
+        self.incident_members = get_or_create(
+            Gauge,
+            ALERTING_INCIDENT_MEMBERS,
+            "Member alerts of unresolved incidents, by feed.",
+            ("feed",),
+            registry,
+        )
+        self._member_feeds: set[str] = set()
+
+    def incidents(self, states: Mapping[str, int], members: Mapping[str, int]) -> None:
+        """Set the incident gauges (feeds no longer in an incident are removed)."""
+        for state, n in states.items():
+            self.incident_states.labels(state).set(n)
+        for feed, n in members.items():
+            self.incident_members.labels(feed).set(n)
+        for feed in self._member_feeds - set(members):
+            self.incident_members.remove(feed)
+        self._member_feeds = set(members)
 
     def delivered(self, item: OutboxItem, latency_s: float) -> None:
         self.deliveries.labels(item.receiver, item.kind, "delivered", "ok").inc()

@@ -42,6 +42,13 @@ import orjson
 from prometheus_client import REGISTRY, CollectorRegistry
 from vigil.sinks.alerting.delivery import Integration
 from vigil.sinks.alerting.engine import AlertEngine, Observation
+from vigil.sinks.alerting.incident_store import (
+    load_incidents,
+    queue_incidents,
+    reset_incidents,
+    save_incidents,
+)
+from vigil.sinks.alerting.incidents import IncidentSettings, correlate_step
 from vigil.sinks.alerting.metrics import LATENCY_BUCKETS, AlertingMetrics  # noqa: F401
 from vigil.sinks.alerting.model import Notification, Silence, Transition
 from vigil.sinks.alerting.outbox import (
@@ -138,6 +145,10 @@ class AlertingService:
         The inputs end (a replay, a file read once): :meth:`close` lets every domain's
         event time run out, so every episode resolves at its own end and is notified.
         Otherwise (live inputs) it flushes the groups as they are.
+    incidents
+        Correlation of alerts across feeds (:mod:`vigil.sinks.alerting.incidents`): its
+        correlator, the receiver of incident notifications and whether members are left
+        out of their groups' notifications. ``None``: alerts only.
     """
 
     def __init__(
@@ -165,8 +176,10 @@ class AlertingService:
         reset: bool = False,
         finite: bool = False,
         wall: Callable[[], float] = time.time,
+        incidents: IncidentSettings | None = None,
     ) -> None:
         self.engine = engine
+        self.incidents = incidents
         self.finite = finite
         self.store = store
         self.outbox = outbox
@@ -234,6 +247,8 @@ class AlertingService:
                 with self.store.lock():
                     self.store.reset()
                 self.outbox.reset()
+                if self.incidents is not None:
+                    reset_incidents(self.store)
                 if self.audit is not None:  # a fresh state has a fresh history
                     self.audit.path.unlink(missing_ok=True)
             with self.store.lock():
@@ -323,6 +338,8 @@ class AlertingService:
             # force: the start. Detections no newer than the saved clocks were processed
             # before a restart; a source that replays them (at least once) is not heard.
             self.engine.load(self.store.load(), resume=force)
+            if self.incidents is not None:
+                self.incidents.correlator.load(load_incidents(self.store))
             self._known_version = v
         meta = self.store.meta_version()
         if force or meta != self._known_meta:
@@ -434,6 +451,18 @@ class AlertingService:
             )
             notes = self.engine.finish() if finish else self.engine.tick(flush_all=flush_all)
             transitions = self.engine.drain_transitions()
+            inc = self.incidents
+            if inc is not None:
+                notes = correlate_step(
+                    inc.correlator,
+                    self.engine.alerts,
+                    (t.fingerprint for t in transitions),
+                    notes,
+                    receiver=inc.receiver,
+                    alert_dict=self.engine.alert_dict,
+                    suppress_members=inc.suppress_members,
+                )
+            inc_up, inc_gone = inc.correlator.drain_changes() if inc else ({}, set())
             items = self._render(notes)
             for sc in self.side_channels:
                 items.extend(sc.on_transitions(transitions))
@@ -456,10 +485,20 @@ class AlertingService:
                     changes,
                     keep_audit,
                     durable=durable,
-                    also=lambda p: outbox.queue_put(p, items, wall),
+                    also=lambda p: (
+                        outbox.queue_put(p, items, wall),
+                        queue_incidents(p, store, inc_up, inc_gone),
+                    ),
                 )
-            elif changes or keep_audit:
+            elif isinstance(self.store, RedisStore) and (inc_up or inc_gone):
+                rs = self.store
+                self._known_version = rs.commit(
+                    changes, keep_audit, durable=durable,
+                    also=lambda p: queue_incidents(p, rs, inc_up, inc_gone),
+                )  # fmt: skip
+            elif changes or keep_audit or inc_up or inc_gone:
                 self._known_version = self.store.commit(changes, keep_audit, durable=durable)
+                save_incidents(self.store, inc_up, inc_gone)
             self._written_uncommitted.clear()
         return transitions, notes, audit, items
 
@@ -485,6 +524,8 @@ class AlertingService:
         # once a second otherwise.
         if self.metrics.states_due(time.monotonic(), 0.25 if transitions else 1.0):
             self.metrics.states(self.engine.alerts_by_labels())
+        if self.incidents is not None and transitions:  # incidents change only with alerts
+            self.metrics.incidents(*self.incidents.correlator.counts())
         if self.audit is not None and audit:
             try:
                 self.audit.write(audit)

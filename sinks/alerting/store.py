@@ -23,6 +23,7 @@ key                            type    content
 ``{prefix}:meta``              int     incremented on any silence/ack/feedback change
 ``{prefix}:grafana``           hash    fingerprint -> Grafana annotation id
 ``{prefix}:audit``             stream  every alert transition (capped, ``MAXLEN ~``)
+``{prefix}:incidents``         hash    incident id -> incident JSON (:mod:`.incident_store`)
 =============================  ======  ==================================================
 
 Folder layout (:class:`MemoryStore` with ``path``): ``slots/<n>/state.json`` (alerts,
