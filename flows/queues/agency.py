@@ -13,8 +13,9 @@ import math
 from collections import deque
 from typing import Any
 
+import numpy as np
 from datasketches import kll_floats_sketch
-from vigil.detectors.calendar import CalendarBaseline
+from vigil.detectors.calendar import CalendarBaseline, CalendarBaselineState
 from vigil.detectors.cusum import CUSUM
 from vigil.flows.queues.config import ServiceQueuesConfig
 
@@ -22,6 +23,7 @@ from vigil.records import QueueStats
 
 _KLL_K = 200  # ~1.3% normalized rank error, a few KiB per non-empty sketch
 _NAN = float("nan")
+_QS = [0.5, 0.9, 0.99]
 
 
 def _kll() -> kll_floats_sketch:
@@ -93,6 +95,182 @@ class _Bucket:
         self.agency, self.services = st
 
 
+class _ServiceBaselines:
+    """The :class:`~vigil.detectors.calendar.CalendarBaseline` of every service of an
+    agency, as one matrix per field, learning a day at a time.
+
+    Each service learns its count so far today at every window; the values of one local
+    day go to distinct slots, so they are kept pending and learned together when the day
+    ends (or before a slot is read again, or a snapshot is taken), with exactly the
+    arithmetic of ``CalendarBaseline.learn_one``. Reading a slot is what the arrival rule
+    does at each window, and only for the services that could pass its thresholds
+    (:meth:`drop_candidates`). The snapshot is the same mapping of service to
+    ``CalendarBaselineState`` as one baseline per service gave.
+    """
+
+    __slots__ = (
+        "_cand",
+        "_pending",
+        "_pending_slots",
+        "alpha",
+        "band_z",
+        "clip_z",
+        "cum",
+        "grace",
+        "index",
+        "mean",
+        "min_count",
+        "min_std",
+        "n",
+        "names",
+        "over",
+        "seen",
+        "slots",
+        "var",
+    )
+
+    def __init__(self, slots: int, alpha: float, grace: int) -> None:
+        self.slots, self.alpha, self.grace = slots, alpha, grace
+        self.band_z, self.min_std = 4.0, 1.0  # CalendarBaseline's defaults
+        self.clip_z: float | None = None
+        self.min_count: float = 0.0
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+        self.n = np.zeros((8, slots), dtype=np.int64)
+        self.mean = np.zeros((8, slots))
+        self.var = np.zeros((8, slots))
+        self.cum = np.zeros(8)  # count so far today, per row
+        self.over: set[int] | None = set()  # rows whose count today reached the surge minimum
+        self.seen = -1  # how many services of the agency's levels were looked at
+        self._pending: list[tuple[int, int, np.ndarray]] = []
+        self._pending_slots: set[int] = set()
+        self._cand: dict[int, list[int]] = {}
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def add(self, name: str) -> int:
+        i = len(self.names)
+        if i == len(self.cum):
+            grow = max(8, i)
+            self.n = np.vstack([self.n, np.zeros((grow, self.slots), dtype=np.int64)])
+            self.mean = np.vstack([self.mean, np.zeros((grow, self.slots))])
+            self.var = np.vstack([self.var, np.zeros((grow, self.slots))])
+            self.cum = np.concatenate([self.cum, np.zeros(grow)])
+        self.names.append(name)
+        self.index[name] = i
+        return i
+
+    def new_day(self) -> None:
+        self.flush()
+        self.cum[:] = 0.0
+        self.over = set()
+
+    def record(self, slot: int, clip_z: float, min_count: float) -> None:
+        """Learn every service's count so far today for ``slot`` (deferred)."""
+        if slot in self._pending_slots:
+            self.flush()  # the slot came twice in a day (DST): learn in order
+        self.clip_z = clip_z
+        self.min_count = min_count
+        k = len(self.names)
+        self._pending.append((slot, k, self.cum[:k].copy()))
+        self._pending_slots.add(slot)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        pend, self._pending = self._pending, []
+        self._pending_slots = set()
+        rows = max(k for _s, k, _x in pend)
+        first_col = pend[0][0]
+        cols: Any
+        if all(p[0] == first_col + j for j, p in enumerate(pend)):
+            cols = slice(first_col, first_col + len(pend))  # one local day: a view
+        else:
+            cols = np.array([p[0] for p in pend], dtype=np.int64)
+        if all(p[1] == rows for p in pend):
+            x = np.column_stack([p[2] for p in pend]) if rows else np.zeros((0, len(pend)))
+            valid = None
+        else:
+            x = np.zeros((rows, len(pend)))
+            valid = np.zeros((rows, len(pend)), dtype=bool)
+            for j, (_s, k, xs) in enumerate(pend):
+                x[:k, j] = xs
+                valid[:k, j] = True
+        n = self.n[:rows, cols]
+        m = self.mean[:rows, cols]
+        v = self.var[:rows, cols]
+        if self.clip_z is not None:
+            std = np.maximum(np.maximum(np.sqrt(v), np.sqrt(np.maximum(m, 0.0))), self.min_std)
+            w = self.clip_z * std
+            x = np.where(n >= self.grace, np.minimum(np.maximum(x, m - w), m + w), x)
+        a = np.maximum(self.alpha, 1.0 / (n + 1))
+        diff = x - m
+        incr = a * diff
+        first = n == 0
+        new_m = np.where(first, x, m + incr)
+        new_v = np.where(first, 0.0, (1 - a) * (v + diff * incr))
+        if valid is None:
+            self.mean[:rows, cols] = new_m
+            self.var[:rows, cols] = new_v
+            self.n[:rows, cols] = n + 1
+        else:
+            self.mean[:rows, cols] = np.where(valid, new_m, m)
+            self.var[:rows, cols] = np.where(valid, new_v, v)
+            self.n[:rows, cols] = n + valid
+        # The services that may drop at these slots from now on (see drop_candidates).
+        k = len(self.names)
+        hit = (self.n[:k, cols] >= self.grace) & (self.mean[:k, cols] >= self.min_count)
+        cand: dict[int, list[int]] = {p[0]: [] for p in pend}
+        js, rs = np.nonzero(hit.T)
+        for j, r in zip(js.tolist(), rs.tolist(), strict=True):
+            cand[pend[j][0]].append(r)
+        self._cand.update(cand)
+
+    def drop_candidates(self, slot: int, min_count: float) -> list[int]:
+        """Rows warm at ``slot`` whose expected count is at least ``min_count``."""
+        if slot in self._pending_slots:
+            self.flush()
+        if min_count != self.min_count:
+            self._cand, self.min_count = {}, min_count
+        c = self._cand.get(slot)
+        if c is None:
+            k = len(self.names)
+            hit = (self.n[:k, slot] >= self.grace) & (self.mean[:k, slot] >= min_count)
+            c = self._cand[slot] = np.flatnonzero(hit).tolist()
+        return c
+
+    def explain(self, i: int, slot: int, x: float) -> tuple[float, float, float, float]:
+        """``CalendarBaseline.explain_one`` of row ``i``: score, expected, lower, upper."""
+        if slot in self._pending_slots:
+            self.flush()
+        if self.n[i, slot] < self.grace:
+            return 0.0, x, -math.inf, math.inf
+        mean = float(self.mean[i, slot])
+        std = max(math.sqrt(float(self.var[i, slot])), math.sqrt(max(mean, 0.0)), self.min_std)
+        w = self.band_z * std
+        return (x - mean) / std, mean, mean - w, mean + w
+
+    def states(self) -> dict[str, CalendarBaselineState]:
+        self.flush()
+        return {
+            name: CalendarBaselineState(
+                tuple(self.n[i].tolist()), tuple(self.mean[i].tolist()), tuple(self.var[i].tolist())
+            )
+            for i, name in enumerate(self.names)
+        }
+
+    def restore(self, states: dict[str, Any], cum: dict[str, int]) -> None:
+        for name, st in states.items():
+            i = self.add(name)
+            if len(st.n) == self.slots:  # as CalendarBaseline.restore
+                self.n[i] = st.n
+                self.mean[i] = st.mean
+                self.var[i] = st.var
+            self.cum[i] = float(cum.get(name, 0))
+        self.over = None  # recomputed with the rule's minimum (see rules.py)
+
+
 class _Agency:
     """Levels, open windows, trailing windows and detector state of one agency."""
 
@@ -114,6 +292,8 @@ class _Agency:
         "svc_levels",
         "today",
         "trail",
+        "trail_cache",
+        "trail_decided",
         "usual_comp",
     )
 
@@ -124,13 +304,16 @@ class _Agency:
         self.svc_levels: dict[str, list[int]] = {}  # service -> [backlog, overdue]
         self.buckets: dict[float, _Bucket] = {}
         self.trail: deque[tuple[float, _Bucket]] = deque()
+        self.trail_decided = [0, 0]  # deadlines missed and met over the trail
+        # Trail figures of the agency (None) and its services, until the trail changes.
+        self.trail_cache: dict[str | None, tuple[int, int, Any]] = {}
         self.today: str = ""
         self.cum = 0
         self.svc_cum: dict[str, int] = {}
         self.arr_base = CalendarBaseline(
             slots, alpha=r.arrivals.alpha, grace_period=r.arrivals.grace_days
         )
-        self.svc_base: dict[str, CalendarBaseline] = {}
+        self.svc_base = _ServiceBaselines(slots, r.arrivals.alpha, r.arrivals.grace_days)
         self.net_base = CalendarBaseline(slots, alpha=r.arrivals.alpha, grace_period=1)
         self.cusum = CUSUM(
             k=r.backlog.k,
@@ -158,7 +341,7 @@ class _Agency:
             self.cum,
             self.svc_cum,
             self.arr_base.snapshot(),
-            {k: b.snapshot() for k, b in self.svc_base.items()},
+            self.svc_base.states(),
             self.net_base.snapshot(),
             self.cusum.snapshot(),
             tuple(self.backlog_hist),
@@ -203,13 +386,15 @@ class _Agency:
             self.signal_ts,
         ) = st
         self.trail = deque(trail)
+        self.trail_cache = {}
+        self.trail_decided = [
+            sum(b.agency.breaches for _s, b in self.trail),
+            sum(b.agency.met for _s, b in self.trail),
+        ]
         self.arr_base = CalendarBaseline(slots, alpha=alpha, grace_period=grace)
         self.arr_base.restore(arr)
-        self.svc_base = {}
-        for name, s in svc.items():
-            b = CalendarBaseline(slots, alpha=alpha, grace_period=grace)
-            b.restore(s)
-            self.svc_base[name] = b
+        self.svc_base = _ServiceBaselines(slots, alpha, grace)
+        self.svc_base.restore(svc, self.svc_cum)
         self.net_base = CalendarBaseline(slots, alpha=alpha, grace_period=1)
         self.net_base.restore(net)
         self.cusum = CUSUM(k=k, h=h, alpha=0.05, grace_period=cgrace, min_std=0.5)
@@ -222,11 +407,13 @@ def window_stats(
 ) -> list[QueueStats]:
     """The :class:`QueueStats` of the agency and its active services for one window."""
     trail_s = trail_n * w
-    out: list[QueueStats] = []
     c = bk.agency
-    comp, on_time, sk = trail_totals(a, None)
-    q = sk.get_quantiles([0.5, 0.9, 0.99]) if sk is not None else (_NAN, _NAN, _NAN)
-    out.append(
+    cache = a.trail_cache
+    tot = cache.get(None)
+    if tot is None:
+        tot = cache[None] = trail_figures(a, None)
+    comp, on_time, q = tot
+    out = [
         QueueStats(
             end,
             w,
@@ -245,14 +432,17 @@ def window_stats(
             trail_s,
             tuple(sorted(c.channels.items())) if c.channels else (),
         )
-    )
+    ]
+    levels = a.svc_levels
     for svc, sc in bk.services.items():
         # A service's levels change only through its own activity (arrivals,
         # completions, breaches) or expiry, so a quiet service is not re-emitted: its
         # gauges keep their value. This keeps the cost per window to active services.
-        lv = a.svc_levels[svc]
-        comp, on_time, sk = trail_totals(a, svc)
-        q = sk.get_quantiles([0.5, 0.9, 0.99]) if sk is not None else (_NAN, _NAN, _NAN)
+        lv = levels[svc]
+        tot = cache.get(svc)
+        if tot is None:
+            tot = cache[svc] = trail_figures(a, svc)
+        s_comp, s_on, q = tot
         out.append(
             QueueStats(
                 end,
@@ -265,7 +455,7 @@ def window_stats(
                 lv[1],
                 sc.breaches,
                 sc.met,
-                on_time / comp if comp else _NAN,
+                s_on / s_comp if s_comp else _NAN,
                 q[0],
                 q[1],
                 q[2],
@@ -273,6 +463,24 @@ def window_stats(
             )
         )
     return out
+
+
+def trail_moved(a: _Agency, bk: _Bucket) -> None:
+    """``bk`` entered or left the trail: forget the figures its completions change."""
+    if bk.agency.completions:
+        cache = a.trail_cache
+        cache.pop(None, None)
+        for svc, sc in bk.services.items():
+            if sc.completions:
+                cache.pop(svc, None)
+
+
+def trail_figures(a: _Agency, svc: str | None) -> tuple[int, int, Any]:
+    """Completions with a verdict, on-time completions and processing-time quantiles
+    (p50, p90, p99) of the agency (``svc`` None) or a service over the trail."""
+    comp, on_time, sk = trail_totals(a, svc)
+    q = sk.get_quantiles(_QS) if sk is not None else (_NAN, _NAN, _NAN)
+    return comp, on_time, q
 
 
 def trail_totals(a: _Agency, svc: str | None) -> tuple[int, int, kll_floats_sketch | None]:

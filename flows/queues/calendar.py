@@ -100,6 +100,7 @@ class WorkCalendar:
         self.weekend = weekend
         self.office_hours = office_hours
         self._cache: dict[int, tuple[date, int, int]] = {}
+        self._types: dict[date, int] = {}
 
     def local(self, ts: float) -> tuple[date, int, int]:
         """``(local date, hour, seconds since local midnight)``; cached per hour."""
@@ -114,6 +115,14 @@ class WorkCalendar:
         return d, hour, sec + int(ts - h * 3600)
 
     def day_type_of(self, d: date) -> int:
+        t = self._types.get(d)
+        if t is None:
+            if len(self._types) > 100_000:
+                self._types.clear()
+            t = self._types[d] = self._day_type_of(d)
+        return t
+
+    def _day_type_of(self, d: date) -> int:
         if d in self.working_days:
             return WORKDAY
         if d in self.holidays:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from vigil.detectors.calendar import CalendarBaseline
+from vigil.detectors.base import Explanation
 from vigil.flows.queues.agency import _Agency, _Bucket
 from vigil.flows.queues.calendar import DAY_TYPES, WorkCalendar
 from vigil.flows.queues.config import ServiceQueuesConfig
@@ -59,6 +59,61 @@ class _QueueRules:
         extra = (("agency", kw["entity"]), *kw.pop("extra", ()), ("since", _iso(since)))
         out.append(Detection(feed=FEED, ts=ts, window_s=self.w, extra=extra, **kw))
 
+    def _arrival(
+        self,
+        out: list[QueueStats | Detection],
+        a: _Agency,
+        name: str,
+        svc: str,
+        x: int,
+        e: Explanation,
+        end: float,
+        day: str,
+        dtype: str,
+        held: set[str],
+    ) -> None:
+        """Emit an arrival surge or drop of the agency (``svc`` empty) or of a service."""
+        ar = self.cfg.rules.arrivals
+        if e.score == 0.0:
+            return
+        surge = e.score >= ar.z and x >= ar.ratio * e.expected and x >= ar.min_count
+        drop = (
+            ar.drop
+            and e.score <= -ar.z
+            and x * ar.ratio <= e.expected
+            and e.expected >= ar.min_count
+        )
+        if not (surge or drop):
+            return
+        kind = ("service_" if svc else "") + ("arrival_surge" if surge else "arrival_drop")
+        key = f"{kind}:{svc}"
+        held.add(key)
+        what = f"{svc} requests to {name}" if svc else f"requests to {name}"
+        self._emit(
+            out,
+            a,
+            key,
+            end,
+            kind=kind,
+            entity=name,
+            severity=ar.severity,
+            observed=float(x),
+            threshold=ar.z,
+            expected=e.expected,
+            lower=max(e.lower, 0.0),
+            upper=e.upper,
+            summary=f"{'Surge' if surge else 'Drop'} of {what}",
+            description=(
+                f"{x} {what} so far on {day} by {self._clock(end)}, expected "
+                f"{e.expected:.0f} on a {dtype.replace('_', ' ')} (band "
+                f"{max(e.lower, 0):.0f} to {e.upper:.0f}); {abs(e.score):.1f} standard "
+                f"deviations {'above' if surge else 'below'} (threshold {ar.z:g}) and "
+                f"{x / max(e.expected, 1e-9):.2f}x expected (threshold "
+                f"{ar.ratio if surge else 1 / ar.ratio:.2f}x)"
+            ),
+            extra=(("service", svc),) if svc else (),
+        )
+
     def _rules(
         self,
         name: str,
@@ -75,70 +130,57 @@ class _QueueRules:
     ) -> None:
         r = self.cfg.rules
         c = bk.agency
+        ar = r.arrivals
+        sb = a.svc_base
         if a.today != day:
             a.today, a.cum, a.svc_cum = day, 0, {}
+            sb.new_day()
+        if sb.seen != len(a.svc_levels):
+            # A service's baseline starts at the first window after its first request.
+            idx = sb.index
+            for svc in a.svc_levels:
+                if svc != OTHER and svc not in idx:
+                    sb.add(svc)
+            sb.seen = len(a.svc_levels)
+        over = sb.over
+        if over is None:  # restored from a snapshot
+            over = sb.over = {
+                i for i, svc in enumerate(sb.names) if a.svc_cum.get(svc, 0) >= ar.min_count
+            }
         a.cum += c.arrivals
+        cumv, idx = sb.cum, sb.index
         for svc, sc in bk.services.items():
             if sc.arrivals:
-                a.svc_cum[svc] = a.svc_cum.get(svc, 0) + sc.arrivals
+                x = a.svc_cum[svc] = a.svc_cum.get(svc, 0) + sc.arrivals
+                i = idx.get(svc)
+                if i is not None:
+                    cumv[i] = x
+                    if x >= ar.min_count:
+                        over.add(i)
         held: set[str] = set()
         dtype = DAY_TYPES[day_type]
 
         # Arrival surge / drop: so far today against a normal day of this type by now.
-        ar = r.arrivals
-        series = [("", a.cum, a.arr_base)]
-        for svc in a.svc_levels:
-            if svc == OTHER:
-                continue
-            base = a.svc_base.get(svc)
-            if base is None:
-                base = a.svc_base[svc] = CalendarBaseline(
-                    self.slots, alpha=ar.alpha, grace_period=ar.grace_days
-                )
-            series.append((svc, a.svc_cum.get(svc, 0), base))
-        for svc, x, base in series:
-            e = base.explain_one(slot, float(x))
-            if learn:
-                base.learn_one(slot, float(x), clip_z=ar.z)
-            if not (detect and ar.enabled) or e.score == 0.0:
-                continue
-            surge = e.score >= ar.z and x >= ar.ratio * e.expected and x >= ar.min_count
-            drop = (
-                ar.drop
-                and e.score <= -ar.z
-                and x * ar.ratio <= e.expected
-                and e.expected >= ar.min_count
-            )
-            if not (surge or drop):
-                continue
-            kind = ("service_" if svc else "") + ("arrival_surge" if surge else "arrival_drop")
-            key = f"{kind}:{svc}"
-            held.add(key)
-            what = f"{svc} requests to {name}" if svc else f"requests to {name}"
-            self._emit(
-                out,
-                a,
-                key,
-                end,
-                kind=kind,
-                entity=name,
-                severity=ar.severity,
-                observed=float(x),
-                threshold=ar.z,
-                expected=e.expected,
-                lower=max(e.lower, 0.0),
-                upper=e.upper,
-                summary=f"{'Surge' if surge else 'Drop'} of {what}",
-                description=(
-                    f"{x} {what} so far on {day} by {self._clock(end)}, expected "
-                    f"{e.expected:.0f} on a {dtype.replace('_', ' ')} (band "
-                    f"{max(e.lower, 0):.0f} to {e.upper:.0f}); {abs(e.score):.1f} standard "
-                    f"deviations {'above' if surge else 'below'} (threshold {ar.z:g}) and "
-                    f"{x / max(e.expected, 1e-9):.2f}x expected (threshold "
-                    f"{ar.ratio if surge else 1 / ar.ratio:.2f}x)"
-                ),
-                extra=(("service", svc),) if svc else (),
-            )
+        # A service is judged only when it could pass the thresholds: its count today or
+        # its expected count at least ``min_count`` (see _ServiceBaselines).
+        judge = detect and ar.enabled
+        if judge:
+            ex = a.arr_base.explain_one(slot, float(a.cum))
+            self._arrival(out, a, name, "", a.cum, ex, end, day, dtype, held)
+        if learn:
+            a.arr_base.learn_one(slot, float(a.cum), clip_z=ar.z)
+        if judge:
+            rows = set(over)
+            if ar.drop:
+                rows.update(sb.drop_candidates(slot, ar.min_count))
+            names = sb.names
+            for i in sorted(rows):
+                svc = names[i]
+                x = a.svc_cum.get(svc, 0)
+                ex = Explanation(*sb.explain(i, slot, float(x)))
+                self._arrival(out, a, name, svc, x, ex, end, day, dtype, held)
+        if learn:
+            sb.record(slot, ar.z, ar.min_count)
 
         # Backlog growth: CUSUM on the net inflow's deviation from its usual level.
         br = r.backlog
@@ -195,10 +237,7 @@ class _QueueRules:
 
         # Overdue share: deadlines missed among deadlines decided in the trailing window.
         orl = r.overdue
-        missed = met = 0
-        for _s, b in a.trail:
-            missed += b.agency.breaches
-            met += b.agency.met
+        missed, met = a.trail_decided  # over the trail (kept by the monitor)
         decided = missed + met
         thr = orl.per_agency.get(name, orl.threshold)
         key = "overdue_share"
@@ -235,8 +274,10 @@ class _QueueRules:
             a.office.append((c.arrivals, c.completions))
             while len(a.office) > tr.hours:
                 a.office.popleft()
-            arr = sum(x for x, _ in a.office)
-            comp = sum(y for _, y in a.office)
+            arr = comp = 0
+            for x, y in a.office:
+                arr += x
+                comp += y
             usual = a.usual_comp
             collapsed = (
                 len(a.office) == tr.hours

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 # _Counts and _Bucket stay importable here: recovery snapshots pickle them by module path.
-from vigil.flows.queues.agency import _Agency, _Bucket, _Counts, window_stats  # noqa: F401
+from vigil.flows.queues.agency import (  # noqa: F401
+    _Agency,
+    _Bucket,
+    _Counts,
+    trail_moved,
+    window_stats,
+)
 from vigil.flows.queues.calendar import WorkCalendar
 from vigil.flows.queues.config import ServiceQueuesConfig
 from vigil.flows.queues.records import CLOSED, RECEIVED, STATUS, QueueEvent
@@ -108,6 +114,8 @@ class QueueMonitor(_QueueRules):
         self._first: float | None = None
         self._newest = -math.inf
         self._last_expiry = -math.inf
+        self._min_last = math.inf  # at most the oldest activity of an open request
+        self._empty = _Bucket()  # a quiet window's (never changed once closed)
         self.counters: dict[str, int] = {}
 
     # ---------------------------------------------------------------- state
@@ -136,6 +144,7 @@ class QueueMonitor(_QueueRules):
         self.counters = dict(snap.counters)
         self._newest = snap.newest
         self._horizon = -math.inf
+        self._min_last = -math.inf
 
     def backlog_now(self, agency: str) -> int:
         a = self._agencies.get(agency)
@@ -216,6 +225,8 @@ class QueueMonitor(_QueueRules):
         a = self._agency(ev.agency)
         svc = ev.service
         reqs[ev.rid] = [ev.agency, svc, ev.ts, ev.due, False, None, ev.ts]
+        if ev.ts < self._min_last:
+            self._min_last = ev.ts
         a.backlog += 1
         lv = a.svc_levels.get(svc)
         if lv is None:
@@ -277,6 +288,8 @@ class QueueMonitor(_QueueRules):
             self._count("status_unknown")
             return
         req[_LAST] = ev.ts
+        if ev.ts < self._min_last:
+            self._min_last = ev.ts
         if ev.status == "hold" and req[_HOLD] is None and not req[_OVER]:
             req[_HOLD] = ev.ts
         elif ev.status == "resume" and req[_HOLD] is not None:
@@ -341,18 +354,31 @@ class QueueMonitor(_QueueRules):
         # A window the data ends in (closed by flush) is partial: show it, judge nothing.
         detect = self._first + self.cfg.warmup_s <= end <= self._newest
         office = self.cal.in_office_hours(start)
+        empty = self._empty
         for name, a in self._agencies.items():
-            bk = a.buckets.pop(start, None) or _Bucket()
-            a.trail.append((start, bk))
-            while len(a.trail) > self.trail_n:
-                a.trail.popleft()
+            bk = a.buckets.pop(start, None) or empty
+            trail, dec = a.trail, a.trail_decided
+            trail.append((start, bk))
+            trail_moved(a, bk)
+            dec[0] += bk.agency.breaches
+            dec[1] += bk.agency.met
+            while len(trail) > self.trail_n:
+                gone = trail.popleft()[1]
+                trail_moved(a, gone)
+                dec[0] -= gone.agency.breaches
+                dec[1] -= gone.agency.met
             out.extend(window_stats(name, a, bk, end, self.w, self.trail_n))
             self._rules(name, a, bk, end, day, day_type, slot, learn, detect, office, out)
 
     def _expire(self, now: float) -> None:
         self._last_expiry = now
         horizon = now - self.cfg.idle_ttl_s
+        if horizon <= self._min_last:
+            return  # no open request is that old
         old = [rid for rid, r in self._reqs.items() if r[_LAST] < horizon]
+        self._min_last = min(
+            (r[_LAST] for r in self._reqs.values() if r[_LAST] >= horizon), default=math.inf
+        )
         for rid in old:
             r = self._reqs.pop(rid)
             a = self._agencies[r[_AG]]
