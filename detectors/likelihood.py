@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,50 @@ def _tail(x: float, mean: float, std: float) -> float:
         x = 2.0 * mean - x
     # 1.4142 (not sqrt(2)) is the constant of the reference implementation.
     return 0.5 * math.erfc((x - mean) / std / 1.4142)
+
+
+class _Ring:
+    """The last ``size`` floats appended, oldest first, readable as one numpy array.
+
+    A refit reads the whole history; a ring of float64 gives it without converting
+    thousands of Python floats each time.
+    """
+
+    __slots__ = ("_buf", "_n", "_pos", "size")
+
+    def __init__(self, size: int, values: Iterable[float] = ()) -> None:
+        if size < 0:
+            msg = "historic_window must be >= 0"
+            raise ValueError(msg)
+        self.size = size
+        self._buf = np.empty(min(size, 256), dtype=np.float64)
+        self._n = 0  # values held (at most size)
+        self._pos = 0  # where the next value goes once full
+        for v in values:
+            self.append(v)
+
+    def __len__(self) -> int:
+        return self._n
+
+    def append(self, v: float) -> None:
+        n = self._n
+        if n < self.size:
+            if n == len(self._buf):
+                grown = np.empty(min(self.size, 2 * n), dtype=np.float64)
+                grown[:n] = self._buf
+                self._buf = grown
+            self._buf[n] = v
+            self._n = n + 1
+        elif self.size:
+            self._buf[self._pos] = v
+            self._pos = (self._pos + 1) % self.size
+
+    def array(self) -> np.ndarray:
+        """The values, oldest first (a view: do not modify)."""
+        if self._n < self.size or not self._pos:
+            return self._buf[: self._n]
+        p = self._pos
+        return np.concatenate((self._buf[p:], self._buf[:p]))
 
 
 def log_likelihood(likelihood: float) -> float:
@@ -149,7 +194,10 @@ class AnomalyLikelihood:
         self.averaging_window = averaging_window
         self.log_scale = log_scale
         self._iteration = 0
-        self._history: deque[tuple[float, float]] = deque(maxlen=historic_window)
+        # The history of (value, raw score) pairs, kept as two parallel deques of floats
+        # so a refit reads them straight into numpy.
+        self._hist_x = _Ring(historic_window)
+        self._hist_raw = _Ring(historic_window)
         self._dist: tuple[float, float] | None = None
         self._window: deque[float] = deque(maxlen=averaging_window)
         self._total = 0.0
@@ -161,11 +209,10 @@ class AnomalyLikelihood:
     def _fit(self) -> tuple[tuple[float, float], list[float], float, list[float]]:
         """Fit the normal on the history: (mean, std), moving-average window and total,
         and the last unfiltered tail probabilities under the new fit."""
-        hist = self._history
         n = self._iteration
-        shifted = max(0, n - (self._history.maxlen or 0))
+        shifted = max(0, n - self._hist_raw.size)
         skip = min(n, max(0, self.learning_period - shifted))
-        raw = np.fromiter((r for _, r in hist), dtype=np.float64, count=len(hist))
+        raw = self._hist_raw.array()
         w = self.averaging_window
         # Moving average restarted at the first record of the history, as the
         # reference implementation does.
@@ -178,7 +225,7 @@ class AnomalyLikelihood:
         if len(avg) <= skip:
             mean, std = 0.5, 1e3
         else:
-            values = np.fromiter((v for v, _ in hist), dtype=np.float64, count=len(hist))
+            values = self._hist_x.array()
             mean = max(float(avg[skip:].mean()), _MIN_MEAN)
             std = math.sqrt(max(float(avg[skip:].var()), _MIN_VARIANCE))
             if float(values[skip:].var()) < _FLAT_VARIANCE:
@@ -234,7 +281,8 @@ class AnomalyLikelihood:
             self._window = window
             self._total = total
             self._tails = deque(tails, maxlen=self.averaging_window)
-        self._history.append((float(x), raw))
+        self._hist_x.append(float(x))
+        self._hist_raw.append(raw)
         self._iteration += 1
         self._memo = None
 
@@ -243,7 +291,9 @@ class AnomalyLikelihood:
         return AnomalyLikelihoodState(
             inner=self.detector.snapshot(),
             iteration=self._iteration,
-            history=tuple(self._history),
+            history=tuple(
+                zip(self._hist_x.array().tolist(), self._hist_raw.array().tolist(), strict=True)
+            ),
             mean=mean,
             std=std,
             window=tuple(self._window),
@@ -254,7 +304,8 @@ class AnomalyLikelihood:
     def restore(self, state: AnomalyLikelihoodState) -> None:
         self.detector.restore(state.inner)
         self._iteration = state.iteration
-        self._history = deque(state.history, maxlen=self.historic_window)
+        self._hist_x = _Ring(self.historic_window, (v for v, _ in state.history))
+        self._hist_raw = _Ring(self.historic_window, (r for _, r in state.history))
         self._dist = (state.mean, state.std) if state.std > 0.0 else None
         self._window = deque(state.window, maxlen=self.averaging_window)
         self._total = state.total

@@ -111,6 +111,9 @@ class SeasonalBaseline:
         self.band_z = band_z
         self.min_std = min_std
         self._state = SeasonalBaselineState()
+        # The last (ts, tz, period) looked up and its slot: a value is usually scored,
+        # explained and learnt at one event time.
+        self._slot_memo: tuple[float, str, str, int] | None = None
 
     def _n_slots(self) -> int:
         try:
@@ -121,12 +124,17 @@ class SeasonalBaseline:
 
     def slot(self, ts: float | None) -> int:
         """The slot event time ``ts`` falls in: ``weekday * 24 + hour`` or ``hour``, local."""
+        memo = getattr(self, "_slot_memo", None)
+        if memo is not None and memo[0] == ts and memo[1] == self.tz and memo[2] == self.period:
+            return memo[3]
         n_slots = self._n_slots()
         if ts is None:
             msg = "SeasonalBaseline needs the event time: pass ts (epoch seconds)"
             raise ValueError(msg)
         local = datetime.fromtimestamp(ts, tz=ZoneInfo(self.tz))  # ZoneInfo caches by key
-        return (local.weekday() * 24 + local.hour) % n_slots
+        i = (local.weekday() * 24 + local.hour) % n_slots
+        self._slot_memo = (ts, self.tz, self.period, i)
+        return i
 
     def _band(self, x: float, mean: float, var: float) -> Explanation:
         std = max(math.sqrt(var), self.min_std)

@@ -36,6 +36,8 @@ def shingles(words: Sequence[str], size: int = 3) -> list[str]:
     """
     if len(words) < size:
         return [" ".join(words)] if words else []
+    if size == 3:  # the default, without a slice per shingle
+        return [f"{a} {b} {c}" for a, b, c in zip(words, words[1:], words[2:], strict=False)]
     return [" ".join(words[i : i + size]) for i in range(len(words) - size + 1)]
 
 
@@ -148,6 +150,10 @@ class MinHashIndex:
         # Per band: key -> the one entry with it, or the set of them (most keys have one:
         # an int saves building a set per band per item).
         self._bands: list[dict[bytes, int | set[int]]] = [{} for _ in range(_BANDS)]
+        # No stored entry has a number below this. Entries leave oldest first, and a dict
+        # emptied at its front is slow to iterate from there, so the oldest is found by
+        # counting up from here.
+        self._head = 1
 
     def __len__(self) -> int:
         return len(self._items)
@@ -157,13 +163,19 @@ class MinHashIndex:
         w = 4 * _ROWS
         return [sig[i * w : (i + 1) * w] for i in range(_BANDS)]
 
+    def _hits(self, keys: list[bytes]) -> list[int | set[int] | None]:
+        """What each band holds under the signature's key in it."""
+        return [band.get(key) for band, key in zip(self._bands, keys, strict=True)]
+
     def find(self, sig: bytes, keys: list[bytes] | None = None) -> str | None:
         """The story of the most similar stored signature at or above the threshold."""
         if not sig:
             return None
+        return self._match(sig, self._hits(keys or self._keys(sig)))
+
+    def _match(self, sig: bytes, hits: list[int | set[int] | None]) -> str | None:
         cands: set[int] = set()
-        for band, key in zip(self._bands, keys or self._keys(sig), strict=True):
-            hit = band.get(key)
+        for hit in hits:
             if hit is None:
                 continue
             if isinstance(hit, int):
@@ -172,6 +184,13 @@ class MinHashIndex:
                 cands |= hit
         if not cands:
             return None
+        if len(cands) == 1:  # the common case: one candidate, often an exact copy
+            (i,) = cands
+            other, story = self._items[i][0], self._items[i][1]
+            if other == sig:
+                return story if self.threshold <= 1.0 else None
+            sim = float((np.frombuffer(other, np.uint32) == np.frombuffer(sig, np.uint32)).mean())
+            return story if sim >= self.threshold else None
         ids = list(cands)
         mine = np.frombuffer(sig, np.uint32)
         mat = np.frombuffer(b"".join(self._items[i][0] for i in ids), np.uint32).reshape(
@@ -184,19 +203,31 @@ class MinHashIndex:
     def assign(self, sig: bytes, new_id: str, ts: float) -> tuple[str, bool]:
         """The story of signature ``sig``: an existing one, or ``new_id`` (then ``True``)."""
         self._expire(ts)
-        keys = self._keys(sig) if sig else None
-        story = self.find(sig, keys)
+        if not sig:
+            return new_id, True
+        keys = self._keys(sig)
+        hits = self._hits(keys)  # looked up once, for the search and the insertion
+        story = self._match(sig, hits)
         sid = new_id if story is None else story
-        if sig:
-            self._add(sig, sid, ts, keys)
+        self._insert(sig, sid, ts, keys, hits)
         return sid, story is None
 
     def _add(self, sig: bytes, sid: str, ts: float, keys: list[bytes] | None = None) -> None:
+        keys = keys or self._keys(sig)
+        self._insert(sig, sid, ts, keys, self._hits(keys))
+
+    def _insert(
+        self,
+        sig: bytes,
+        sid: str,
+        ts: float,
+        keys: list[bytes],
+        hits: list[int | set[int] | None],
+    ) -> None:
         self._seq += 1
         k = self._seq
         self._items[k] = (sig, sid, ts)
-        for band, key in zip(self._bands, keys or self._keys(sig), strict=True):
-            cur = band.get(key)
+        for band, key, cur in zip(self._bands, keys, hits, strict=True):
             if cur is None:
                 band[key] = k
             elif isinstance(cur, int):
@@ -204,7 +235,16 @@ class MinHashIndex:
             else:
                 cur.add(k)
         if len(self._items) > self.max_items:
-            self._drop(next(iter(self._items)))
+            self._drop(self._oldest())
+
+    def _oldest(self) -> int:
+        """The number of the oldest stored entry (there is one)."""
+        items = self._items
+        k = getattr(self, "_head", 1)
+        while k not in items:
+            k += 1
+        self._head = k
+        return k
 
     def _drop(self, k: int) -> None:
         sig = self._items.pop(k)[0]
@@ -224,7 +264,7 @@ class MinHashIndex:
         horizon = now - self.horizon_s
         items = self._items
         while items:
-            k = next(iter(items))
+            k = self._oldest()
             if items[k][2] >= horizon:
                 break
             self._drop(k)
@@ -236,5 +276,6 @@ class MinHashIndex:
         self._items = {}
         self._bands = [{} for _ in range(_BANDS)]
         self._seq = 0
+        self._head = 1
         for sig, sid, ts in items:
             self._add(sig, sid, ts)

@@ -192,7 +192,8 @@ def make_parse_batch(
         if lang not in ("vi", "en"):
             lang = guess_language(body)
         exact = tokens(body)
-        folded = [fold(t) for t in exact]
+        # Tokens are casefolded already: an ASCII one folds to itself.
+        folded = list(exact) if body.isascii() else [fold(t) for t in exact]
         handles = {fold(h) for h in _HANDLE.findall(body.casefold())} if "@" in body else set()
         ents = tuple(m.entity for m in watch.find_tokens(exact, folded))
         item_id = str(get("id") or url or "")
@@ -216,7 +217,7 @@ def make_parse_batch(
             entities=ents,
             sentiment=label,
             sentiment_score=score,
-            terms=tuple(sorted(terms(folded, exclude | handles))),
+            terms=tuple(sorted(terms(folded, exclude | handles if handles else exclude))),
             ambiguous=watch.ambiguous_tokens(exact, folded),
             publisher=_publisher(raw.get(pub_field)) if pub_field else "",
         )

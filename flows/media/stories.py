@@ -232,10 +232,14 @@ class _StoryTerms(_StoryTracks):
         d = self._term_decay
         idx = self._n_closed
         base = self._term_base
-        for t, c in (*old.terms.items(), (_TOTAL, len(old.stories))):
-            rb = base.get(t)
-            rate = 0.0 if rb is None else rb[0] * d ** (idx - rb[1])
-            base[t] = (rate + (1 - d) * c, idx)
+        get = base.get
+        w = 1 - d
+        for t, c in old.terms.items():
+            rb = get(t)
+            base[t] = ((0.0 if rb is None else rb[0] * d ** (idx - rb[1])) + w * c, idx)
+        rb = get(_TOTAL)
+        rate = 0.0 if rb is None else rb[0] * d ** (idx - rb[1])
+        base[_TOTAL] = (rate + w * len(old.stories), idx)
         cap = self.cfg.rules.hot_issue.max_terms
         if len(base) > cap * 1.2:
             # Forget the rarest terms (by decayed rate), keeping ``cap``.

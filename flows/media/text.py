@@ -23,7 +23,6 @@ Watch list
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
 import unicodedata
@@ -271,6 +270,7 @@ def load_stopwords(lang: str) -> frozenset[str]:
     )
 
 
+@lru_cache(maxsize=1)
 def _stop() -> frozenset[str]:
     return load_stopwords("en") | load_stopwords("vi")
 
@@ -286,14 +286,17 @@ def terms(folded: Sequence[str], exclude: frozenset[str] = frozenset()) -> set[s
     ['closes', 'closes route', 'flood', 'flood closes', 'route']
     """
     stop = _stop()
-    keep = [
-        (w if (len(w) > 1 and not w.isdigit() and w not in stop and w not in exclude) else None)
-        for w in folded
-    ]
-    out: set[str] = {w for w in keep if w is not None}
-    for a, b in itertools.pairwise(keep):
-        if a is not None and b is not None:
-            out.add(f"{a} {b}")
+    out: set[str] = set()
+    add = out.add
+    prev = None  # the previous word, if it was a content word
+    for w in folded:
+        if len(w) > 1 and w not in stop and w not in exclude and not w.isdigit():
+            add(w)
+            if prev is not None:
+                add(prev + " " + w)
+            prev = w
+        else:
+            prev = None
     return out
 
 
@@ -374,13 +377,13 @@ class LexiconSentiment:
         lex = self._lex.get(lang) or self._lex["en"]
         table = lex.words if accented else lex.folded
         negs = lex.negators if accented else frozenset(fold(n) for n in lex.negators)
-        toks = list(exact) if accented else [fold(t) for t in exact]
+        toks = exact if accented else [fold(t) for t in exact]
         starts = self._starts[id(table)]
         total = 0.0
-        i, n = 0, len(toks)
-        while i < n:
-            if toks[i] not in starts:
-                i += 1
+        n = len(toks)
+        nxt = 0  # words before this are inside a phrase already scored
+        for i, w in enumerate(toks):
+            if i < nxt or w not in starts:
                 continue
             hit = None
             for k in range(min(lex.longest, n - i), 0, -1):
@@ -389,7 +392,6 @@ class LexiconSentiment:
                     hit = (k, v)
                     break
             if hit is None:
-                i += 1
                 continue
             k, v = hit
             if i > 0:
@@ -397,7 +399,7 @@ class LexiconSentiment:
             if any(t in negs for t in toks[max(0, i - 3) : i]):
                 v = -0.5 * v
             total += v
-            i += k
+            nxt = i + k
         return float(total / math.sqrt(total * total + 4.0))
 
     def score(self, text: str, lang: str) -> float:
