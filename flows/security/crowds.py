@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from vigil.flows.security.config import SecurityRules as RulesConfig
 from vigil.flows.security.episodes import (
+    _EVIDENCE_ITEMS,
     Evidence,
     _Crowd,
     _Episode,
@@ -57,9 +58,8 @@ def _distinct(
         if len(table) >= _MAX_TARGETS:
             del table[next(iter(table))]
         d = SlidingDistinct(w, cap)
-    table[target] = d
-    d.add(item, ts)
-    return d.count(ts)
+    table[target] = d  # last: the most recently used
+    return d.add_count(item, ts)
 
 
 def _seed_set(ep: _Episode, name: str, d: SlidingDistinct | None) -> None:
@@ -95,6 +95,7 @@ class CrowdRouter:
         self.nets = tuple(ipaddress.ip_network(n, strict=False) for n in protected_networks)
         self._inside: dict[str, bool] = {}
         self._prefixes: dict[str, str] = {}
+        self._prefix_keys: dict[str, str] = {}  # ip -> its prefix's crowd key
 
     def protected(self, ip: str) -> bool:
         """Whether ``ip`` lies in ``security.protected_networks``."""
@@ -133,6 +134,15 @@ class CrowdRouter:
             self._prefixes[ip] = got
         return got
 
+    def prefix_key(self, ip: str) -> str:
+        """The crowd key of ``ip``'s source prefix (``p:`` and :meth:`prefix`)."""
+        got = self._prefix_keys.get(ip)
+        if got is None:
+            if len(self._prefix_keys) >= _CACHE:
+                self._prefix_keys.clear()
+            got = self._prefix_keys[ip] = _KEY[PREFIX] + self.prefix(ip)
+        return got
+
     @staticmethod
     def probe(ev: SecurityEvent) -> bool:
         """An unanswered connection attempt to a port (what the scan rules count)."""
@@ -157,7 +167,7 @@ class CrowdRouter:
                 out.append((USER, _KEY[USER] + ev.user_name))
         elif self.probe(ev):
             if r.distributed_scan.enabled:
-                out.append((PREFIX, _KEY[PREFIX] + self.prefix(ip)))
+                out.append((PREFIX, self.prefix_key(ip)))
             dst = str(ev.destination_ip)
             if r.port_fan_in.enabled and (not self.nets or self.protected(dst)):
                 out.append((HOST, _KEY[HOST] + dst))
@@ -230,16 +240,17 @@ class _Crowds:
     def process_crowd(self, items: Iterable[tuple[str, SecurityEvent]]) -> list[Detection]:
         """Apply each ``(role, event)`` routed here to its rule; return the detections."""
         out: list[Detection] = []
+        distributed, fan_in, account = self._distributed, self._fan_in, self._account
         for role, ev in items:
             self._ts = ev.ts
             self._ds = ev.dataset
             try:
                 if role == PREFIX:
-                    self._distributed(ev, out)
+                    distributed(ev, out)
                 elif role == HOST:
-                    self._fan_in(ev, out)
+                    fan_in(ev, out)
                 elif role == USER:
-                    self._account(ev, out)
+                    account(ev, out)
             except Exception as ex:  # a rule bug must not stop the flow: dead-letter it
                 self.errors.append(
                     DeadLetter("rules", type(ex).__name__, repr(ev)[:512], ev.dataset, "")
@@ -257,13 +268,17 @@ class _Crowds:
         ds = self.rules.distributed_scan
         ip, dst, port = str(ev.source_ip), str(ev.destination_ip), int(ev.destination_port or 0)
         proto = ev.transport or "tcp"
-        pfx = self._router.prefix(ip)
         ts = ev.ts
-        c = self._crowd(_KEY[PREFIX] + pfx, ts)
-        c.hit(ip)
-        n_addr = _distinct(c.sets, ("addresses", dst), ip, ts, ds.window_s, 2 * ds.addresses)
+        c = self._crowd(self._router.prefix_key(ip), ts)
+        h = c.hits  # c.hit(ip), inlined
+        if ip in h:
+            h[ip] += 1
+        elif len(h) < _EVIDENCE_ITEMS:
+            h[ip] = 1
+        sets = c.sets
+        n_addr = _distinct(sets, ("addresses", dst), ip, ts, ds.window_s, 2 * ds.addresses)
         pp = f"{port}/{proto}"
-        n_ports = _distinct(c.sets, ("ports", dst), pp, ts, ds.window_s, 2 * ds.ports)
+        n_ports = _distinct(sets, ("ports", dst), pp, ts, ds.window_s, 2 * ds.ports)
         hit = n_addr >= ds.addresses and n_ports >= ds.ports
         if not (hit or c.active):
             return
@@ -276,6 +291,7 @@ class _Crowds:
             if n_ports > ep.peak:
                 ep.peak, ep.peak_ts = n_ports, ts
             return
+        pfx = self._router.prefix(ip)
 
         def seed(ep: _Episode) -> None:
             _seed_hits(ep, "addresses", c)

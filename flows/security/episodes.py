@@ -201,9 +201,12 @@ class _Episode:
             c["other"] = c.get("other", 0) + n
 
     def top(self) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
+        # Most counted first, then by name: names sorted, then (stable, and reverse keeps
+        # the order of ties) by count; two sorts in C beat one with a Python key.
         out = tuple(
-            (name, tuple(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:_EVIDENCE_TOP]))
+            (name, tuple(zip(ks, map(c.__getitem__, ks), strict=True)))
             for name, c in self.evidence.items()
+            for ks in (sorted(sorted(c), key=c.__getitem__, reverse=True)[:_EVIDENCE_TOP],)
         )
         if self.scans:
             out += (("scans", tuple((k, int(v)) for k, v in self.scans.items())),)

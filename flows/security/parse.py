@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
+from operator import attrgetter
 from typing import TYPE_CHECKING, cast
 
 from bytewax.operators import StatefulBatchLogic
@@ -33,6 +35,7 @@ ShardBatch = tuple[
 ]
 Router = Callable[[SecurityEvent], list[tuple[str, str]]]
 RulesOut = Detection | DeadLetter | Tally | Watermark
+_FMT = attrgetter("fmt")
 
 
 class RulesLogic(StatefulBatchLogic[ShardBatch, RulesOut, RulesSnapshot]):
@@ -129,10 +132,14 @@ def make_parse_batch(
         sources: dict[str, dict[float, dict[str, int]]] = {}
         moved = False
         parse = parser.parse
-        read: dict[str, int] = {}  # lines per format; parsed = read - dead, at the end
+        # lines per format (parsed = read - dead, at the end), counted in C
+        read: dict[str, int] = Counter(map(_FMT, raws))
+        # The bucket counters of the previous event's (dataset, window), and its sources
+        cur_ds = ""
+        cur_b = -math.inf
+        cur_c: dict[str, int] = {}
+        cur_sb: dict[str, int] | None = None
         for raw in raws:
-            fmt = raw.fmt
-            read[fmt] = read.get(fmt, 0) + 1
             r = parse(raw)
             if r is None:  # a header line, consumed by the parser
                 continue
@@ -156,12 +163,15 @@ def make_parse_batch(
                     closed = b + tumbling_s <= top - top % tumbling_s - allowed_lateness_s
                 if closed:
                     c = {"events": 0}  # counted as late only: its window has closed
+                elif b == cur_b and ds == cur_ds:  # the common case: as the previous event
+                    c = cur_c
                 else:
                     per_ds = buckets.get(ds)
                     if per_ds is None:
                         per_ds = buckets[ds] = {}
                     got = per_ds.get(b)
                     c = per_ds[b] = {"events": 0} if got is None else got
+                    cur_ds, cur_b, cur_c, cur_sb = ds, b, c, None
                 c["events"] += 1
                 if action == "authentication":
                     if r.outcome == "failure":
@@ -183,15 +193,23 @@ def make_parse_batch(
                 if match is not None:
                     for rule in match(r, raw.text):
                         ent = ip or r.host_name or ds
-                        hits.setdefault(shard_of(ent, shards), []).append((rule.index, r, raw.text))
+                        key = shard_cache.get(ent)
+                        if key is None:
+                            if len(shard_cache) > 100_000:
+                                shard_cache.clear()
+                            key = shard_cache[ent] = shard_of(ent, shards)
+                        hits.setdefault(key, []).append((rule.index, r, raw.text))
                 if ip is not None and not closed:
                     # Events per source and window: an anomaly's top contributors.
-                    per_src = sources.get(ds)
-                    if per_src is None:
-                        per_src = sources[ds] = {}
-                    sb = per_src.get(b)
+                    sb = cur_sb  # that of (cur_ds, cur_b), this event's window
                     if sb is None:
-                        sb = per_src[b] = {}
+                        per_src = sources.get(ds)
+                        if per_src is None:
+                            per_src = sources[ds] = {}
+                        sb = per_src.get(b)
+                        if sb is None:
+                            sb = per_src[b] = {}
+                        cur_sb = sb
                     sb[ip] = sb.get(ip, 0) + 1
                 if ip is not None and action != "other":
                     key = shard_cache.get(ip)
@@ -204,7 +222,10 @@ def make_parse_batch(
                         groups[key] = [r]
                     else:
                         g.append(r)
-                    if routes is not None:
+                    # Only probes and logins count towards the rules over many sources.
+                    if routes is not None and (
+                        action == "connection" or action == "authentication"
+                    ):
                         for role, ck in routes(r):
                             key = shard_cache.get(ck)
                             if key is None:
@@ -217,7 +238,7 @@ def make_parse_batch(
                             else:
                                 cg.append((role, r))
             else:
-                k = (fmt, "dead_lettered")
+                k = (raw.fmt, "dead_lettered")
                 lines[k] = lines.get(k, 0) + 1
                 out.append(cast(DeadLetter, r))
         for fmt, n in read.items():

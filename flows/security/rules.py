@@ -368,8 +368,7 @@ class SecurityRules(_PortScans, _Crowds):
         if users is None:
             users = src.users = SlidingDistinct(ue.window_s, max(64, 2 * ue.distinct_users))
         ts = ev.ts
-        users.add(ev.user_name, ts)
-        n = users.count(ts)
+        n = users.add_count(ev.user_name, ts)
         if n >= ue.distinct_users or src.active:  # else nothing to fire or clear
             self._fire(
                 src,
@@ -399,8 +398,7 @@ class SecurityRules(_PortScans, _Crowds):
             paths = src.paths
             if paths is None:
                 paths = src.paths = SlidingDistinct(ws.window_s, 2 * ws.distinct_paths)
-            paths.add(ev.url_path, ts)
-            n_paths = paths.count(ts)
+            n_paths = paths.add_count(ev.url_path, ts)
         else:
             n_paths = 0
         n404 = 0

@@ -128,11 +128,19 @@ class _PortScans:
         ``_MAX_TARGETS`` targets per source: the least recently created goes first."""
         d = table.get(target)
         if d is None:
-            if len(table) >= _MAX_TARGETS:
-                del table[next(iter(table))]
-            d = table[target] = SlidingDistinct(window_s, cap)
-        d.add(item, ts)
-        return d.count(ts)
+            d = _PortScans._new_distinct(table, target, window_s, cap)
+        return d.add_count(item, ts)
+
+    @staticmethod
+    def _new_distinct(
+        table: dict[Any, SlidingDistinct], target: object, window_s: float, cap: int
+    ) -> SlidingDistinct:
+        """A new distinct set for ``target`` in ``table`` (at most ``_MAX_TARGETS``: the
+        least recently created goes first)."""
+        if len(table) >= _MAX_TARGETS:
+            del table[next(iter(table))]
+        d = table[target] = SlidingDistinct(window_s, cap)
+        return d
 
     def _conn(self, ip: str, src: _Source, ev: SecurityEvent, out: list[Detection]) -> None:
         dst = ev.destination_ip
@@ -147,8 +155,7 @@ class _PortScans:
             hosts = src.icmp_hosts
             if hosts is None:
                 hosts = src.icmp_hosts = SlidingDistinct(ps.window_s, 2 * ps.hosts)
-            hosts.add(dst, ts)
-            n = hosts.count(ts)
+            n = hosts.add_count(dst, ts)
             if n >= ps.hosts or src.active:  # else nothing to fire or extend
                 hit = (
                     _Hit(
@@ -174,20 +181,29 @@ class _PortScans:
         failed = state in UNANSWERED
         # Share of failed connections, exponentially decayed over the scan window: a
         # scanner's probes mostly fail, a busy client's connections mostly succeed.
-        src.conn_balance = _decay(src.conn_balance, src.conn_ts, ts, r.horizontal_scan.window_s)
-        src.conn_ts = max(ts, src.conn_ts)
-        src.conn_balance += 1.0 if failed else -1.0
+        bal = src.conn_balance
+        last_ts = src.conn_ts
+        if ts > last_ts:  # _decay, inlined (once per connection)
+            if bal != 0.0:
+                bal *= math.exp((last_ts - ts) / r.horizontal_scan.window_s)
+            src.conn_ts = ts
+        bal += 1.0 if failed else -1.0
+        src.conn_balance = bal
         port = ev.destination_port
         if not failed or port is None:
             return
         proto = ev.transport or "tcp"
-        mostly_failed = src.conn_balance > 0
+        mostly_failed = bal > 0
         hits: list[_Hit] = []
         vs = r.vertical_scan
         if vs.enabled:
-            if src.ports_by_host is None:
-                src.ports_by_host = {}
-            n = self._distinct_in(src.ports_by_host, dst, port, ts, vs.window_s, 2 * vs.ports)
+            table = src.ports_by_host
+            if table is None:
+                table = src.ports_by_host = {}
+            d = table.get(dst)
+            if d is None:
+                d = self._new_distinct(table, dst, vs.window_s, 2 * vs.ports)
+            n = d.add_count(port, ts)
             if n >= vs.ports and mostly_failed:
                 hits.append(
                     _Hit(
@@ -206,9 +222,13 @@ class _PortScans:
                 )
         hs = r.horizontal_scan
         if hs.enabled:
-            if src.hosts_by_port is None:
-                src.hosts_by_port = {}
-            m = self._distinct_in(src.hosts_by_port, port, dst, ts, hs.window_s, 2 * hs.hosts)
+            by_port = src.hosts_by_port
+            if by_port is None:
+                by_port = src.hosts_by_port = {}
+            d = by_port.get(port)
+            if d is None:
+                d = self._new_distinct(by_port, port, hs.window_s, 2 * hs.hosts)
+            m = d.add_count(dst, ts)
             if m >= hs.hosts and mostly_failed:
                 hits.append(
                     _Hit(

@@ -105,6 +105,40 @@ class SlidingDistinct:
             self._hll = hll_sketch(_HLL_LG_K)
         self._hll.update(str(key))
 
+    def add_count(self, key: object, ts: float) -> int:
+        """:meth:`add` then :meth:`count` at ``ts``, in one call (the rules' hot path).
+
+        >>> d = SlidingDistinct(window_s=60, cap=3)
+        >>> [d.add_count(p, t) for t, p in [(0, 22), (1, 23), (2, 22), (70, 80)]]
+        [1, 2, 2, 1]
+        >>> d = SlidingDistinct(window_s=60, cap=2)  # past the cap: the sketch counts
+        >>> [d.add_count(p, t) for t, p in [(0, 1), (1, 2), (2, 3), (3, 1), (100, 4)]]
+        [1, 2, 3, 3, 1]
+        """
+        last = self._last
+        if key in last:
+            del last[key]
+            last[key] = ts
+        elif len(last) < self.cap:
+            last[key] = ts
+        else:
+            self._expire(ts)
+            if len(last) < self.cap:
+                last[key] = ts
+            else:
+                if self._hll is None:
+                    self._hll = hll_sketch(_HLL_LG_K)
+                self._hll.update(str(key))
+        # count(ts), with the common case (nothing to expire) checked first
+        if last and last[next(iter(last))] < ts - self.window_s:
+            self._expire(ts)
+        elif not last:
+            self._hll = None
+        n = len(last)
+        if self._hll is not None:
+            n += round(self._hll.get_estimate())
+        return n
+
     def _expire(self, now: float) -> None:
         last = self._last
         lo = now - self.window_s
