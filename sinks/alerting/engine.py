@@ -202,6 +202,7 @@ class AlertEngine(Lifecycle, Notifier):
         self._transitions: list[Transition] = []
         self._counts = {"pending": 0, "firing": 0, "resolved": 0}
         self._inhibit_index: list[dict[tuple[str, ...], list[str]]] | None = None
+        self._targets: dict[str, bool] = {}  # fingerprint -> matches some rule's target side
         #: Observations that arrived behind their domain's watermark (applied at once).
         self.late = 0
         #: Observations dropped as repeats of what was processed before a restart.
@@ -406,7 +407,8 @@ class AlertEngine(Lifecycle, Notifier):
         each at its own time (an observation before a timer due at the same instant).
         """
         out: list[Notification] = []
-        self._inhibit_index = None
+        # No reset of the inhibit index here: every change of which alerts fire goes through
+        # _transition (and load), which resets it.
         for name in list(self._domains):
             d = self._domains[name]
             until = self.watermark(name)

@@ -67,6 +67,7 @@ class Notifier:
     _finished: bool
     _changes: Changes
     _inhibit_index: list[dict[tuple[str, ...], list[str]]] | None
+    _targets: dict[str, bool]
 
     if TYPE_CHECKING:
 
@@ -93,6 +94,18 @@ class Notifier:
 
     def _inhibited(self, a: Alert) -> bool:
         if not self.inhibit_rules:
+            return False
+        # An alert's labels never change (its fingerprint is their hash), so whether it can
+        # be a target at all is decided once; most alerts match no rule's target side.
+        targets = self._targets
+        can = targets.get(a.fingerprint)
+        if can is None:
+            if len(targets) > 100_000:
+                targets.clear()
+            can = targets[a.fingerprint] = any(
+                matches_all(rule.target, a.labels) for rule in self.inhibit_rules
+            )
+        if not can:
             return False
         if self._inhibit_index is None:
             index: list[dict[tuple[str, ...], list[str]]] = []
