@@ -481,15 +481,12 @@ class AlertingService:
             if atomic:
                 store, outbox = self.store, self.outbox
                 assert isinstance(store, RedisStore) and isinstance(outbox, RedisOutbox)
-                self._known_version = store.commit(
-                    changes,
-                    keep_audit,
-                    durable=durable,
-                    also=lambda p: (
-                        outbox.queue_put(p, items, wall),
-                        queue_incidents(p, store, inc_up, inc_gone),
-                    ),
-                )
+
+                def also(p: Any) -> None:  # the outbox items and incidents of this step
+                    outbox.queue_put(p, items, wall)
+                    queue_incidents(p, store, inc_up, inc_gone)
+
+                self._known_version = store.commit(changes, keep_audit, durable=durable, also=also)
             elif isinstance(self.store, RedisStore) and (inc_up or inc_gone):
                 rs = self.store
                 self._known_version = rs.commit(
