@@ -7,20 +7,31 @@ recovery state (see :func:`vigil.flows.config.base.input_step_ids`).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Annotated, Literal, Protocol
 
 from bytewax.inputs import Source
 from pydantic import Field
+from vigil.flows.bus_inputs import BusSettings, redis_stream_source
 from vigil.flows.config.base import Frozen, InputName
 from vigil.flows.errors import ConfigError
 from vigil.sources.files import FileTailSource
-from vigil.sources.redis_streams import RedisStreamSource
 from vigil.sources.replay import ReplaySource
 from vigil.sources.syslog import SyslogSource
 
-from vigil.records import RawLine, stream_names
+from vigil.records import RawLine
+
+__all__ = [
+    "BusSettings",
+    "FileInput",
+    "InputConfig",
+    "KafkaInput",
+    "RedisStreamInput",
+    "ReplayInput",
+    "SyslogInput",
+    "make_sources",
+    "redis_stream_source",
+]
 
 Format = Literal[
     "ssh", "syslog", "zeek", "suricata", "iptables", "ufw", "access", "nginx", "apache"
@@ -64,28 +75,12 @@ class ReplayInput(Frozen):
     max_line_bytes: int = Field(default=65536, ge=512)
 
 
-class RedisStreamInput(Frozen):
-    """Read the bus: Redis Streams ``<stream>:0`` ... ``<stream>:<shards-1>``.
-
-    See ``sources/redis_streams.py`` for positions, rewinding and trimming. Every flow
-    that takes ``inputs`` of this union can read the bus. Each flow needs its own ``group``.
-    The password, if any, comes from the environment variable ``password_env``.
-    """
+class RedisStreamInput(BusSettings):
+    """Read log lines from the bus (see :class:`BusSettings`)."""
 
     kind: Literal["redis_stream"] = "redis_stream"
     name: str | None = InputName
-    url: str = "redis://127.0.0.1:6379/0"
-    password_env: str | None = None
-    stream: str = "vigil:lines"
-    shards: int = Field(default=1, ge=1, le=1024)
-    group: str = "vigil"
     format: Format = Field(default="ssh", description="for entries without a fmt field")
-    batch_size: int = Field(default=1000, ge=1)
-    poll_interval_s: float = Field(default=0.1, gt=0)
-    ack_lag: int = Field(default=2, ge=1, description="snapshots the committed position lags")
-    trim: bool = True
-    start: Literal["0", "$"] = "0"
-    max_line_bytes: int = Field(default=65536, ge=512)
 
 
 class KafkaInput(Frozen):
@@ -184,26 +179,3 @@ def make_sources(
             except ImportError as ex:
                 raise ConfigError(str(ex)) from ex
     return out
-
-
-def redis_stream_source(
-    inp: RedisStreamInput, environ: Mapping[str, str] | None = None
-) -> RedisStreamSource:
-    """The bus source for one ``redis_stream`` input (any flow can call this)."""
-    url = inp.url
-    if inp.password_env:
-        from vigil.sinks.bus import with_password
-
-        url = with_password(url, (environ or os.environ).get(inp.password_env))
-    return RedisStreamSource(
-        url,
-        stream_names(inp.stream, inp.shards),
-        group=inp.group,
-        fmt=inp.format,
-        batch_size=inp.batch_size,
-        poll_interval_s=inp.poll_interval_s,
-        ack_lag=inp.ack_lag,
-        trim=inp.trim,
-        start=inp.start,
-        max_line_bytes=inp.max_line_bytes,
-    )

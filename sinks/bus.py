@@ -4,6 +4,9 @@
 run a small bytewax dataflow whose input is one of Vigil's sources (file follower, syslog
 receiver, replay) and whose output is :class:`BusSink`. The consumer side is
 :mod:`vigil.sources.redis_streams` (input kind ``redis_stream``).
+``vigil ingest --feed indicators|service_queues`` writes records of those feeds through a
+:class:`BusWriter` directly, one record per entry (a ``RawLine`` whose text is one JSON
+object, :func:`vigil.records.record_line`): the same sharding, back-pressure and metrics.
 
 Sharding: a line goes to stream ``<stream>:<crc32(key) % shards>``, the key being its
 ``origin`` (default: the lines of one file or one syslog transport stay in order) or its

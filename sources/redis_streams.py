@@ -8,6 +8,12 @@ holds the fields of a ``RawLine``: ``fmt``, ``origin``, ``text`` and optionally 
 --to``, see :mod:`vigil.sinks.bus`) write them; every flow can read them through the input kind
 ``redis_stream``.
 
+Records of the other feeds travel the same way, one record per entry: ``text`` is one JSON
+object (a JSON line as it was, or a CSV row as ``{column: value}``) and ``fmt`` says which
+(``json`` or ``csv_row``); see :func:`vigil.records.record_line`. A flow turns the lines of a
+batch into its own records with the ``convert`` it passes in; positions, rewinding,
+trimming and back-pressure are the same for every feed.
+
 Positions, snapshots and rewinding
 ----------------------------------
 Each stream is one bytewax partition, read by one worker as consumer ``<group>`` of the
@@ -155,7 +161,7 @@ def _default_client(url: str) -> Any:
     )
 
 
-class _StreamPartition(StatefulSourcePartition[RawLine, StreamPosition | None]):
+class _StreamPartition(StatefulSourcePartition[Any, StreamPosition | None]):
     def __init__(
         self,
         client_factory: Callable[[], Any],
@@ -172,6 +178,7 @@ class _StreamPartition(StatefulSourcePartition[RawLine, StreamPosition | None]):
         max_line_bytes: int,
         resume_state: StreamPosition | None,
         on_error: Callable[[str], None] | None,
+        convert: Callable[[list[RawLine]], list[Any]] | None = None,
     ) -> None:
         self._factory = client_factory
         self._stream = stream
@@ -186,6 +193,7 @@ class _StreamPartition(StatefulSourcePartition[RawLine, StreamPosition | None]):
         self._start = start
         self._max = max_line_bytes
         self._on_error = on_error
+        self._convert = convert
         self._client: Any = None
         self._ready = False
         self._backoff = 0.05
@@ -277,7 +285,7 @@ class _StreamPartition(StatefulSourcePartition[RawLine, StreamPosition | None]):
     # -- bytewax API --------------------------------------------------------------------
 
     @override
-    def next_batch(self) -> list[RawLine]:
+    def next_batch(self) -> list[Any]:
         import redis
 
         if not self._ready and not self._connect():
@@ -314,6 +322,8 @@ class _StreamPartition(StatefulSourcePartition[RawLine, StreamPosition | None]):
         self._next_awake = (
             None if len(entries) >= self._batch_size else datetime.now(UTC) + self._poll
         )
+        if self._convert is not None:
+            return self._convert(out)
         return out
 
     @override
@@ -372,7 +382,7 @@ class _StreamPartition(StatefulSourcePartition[RawLine, StreamPosition | None]):
             self._client = None
 
 
-class RedisStreamSource(FixedPartitionedSource[RawLine, StreamPosition | None]):
+class RedisStreamSource(FixedPartitionedSource[Any, StreamPosition | None]):
     """Read raw lines from Redis Streams through a consumer group (see the module docstring).
 
     One partition per stream; bytewax spreads partitions over the workers of all processes,
@@ -408,6 +418,10 @@ class RedisStreamSource(FixedPartitionedSource[RawLine, StreamPosition | None]):
         Makes the ``redis.Redis`` client of a partition (tests inject their own).
     on_error
         Called with the exception's class name whenever the connection is lost.
+    convert
+        Maps the lines of each batch to the flow's records (a feed's mapping or parser,
+        built by the flow); it must not raise (wrap it in :func:`vigil.flows.guard.guard_batch`).
+        ``None``: emit the ``RawLine`` records themselves.
 
     Examples
     --------
@@ -432,6 +446,7 @@ class RedisStreamSource(FixedPartitionedSource[RawLine, StreamPosition | None]):
         max_line_bytes: int = 65536,
         client_factory: Callable[[], Any] | None = None,
         on_error: Callable[[str], None] | None = None,
+        convert: Callable[[list[RawLine]], list[Any]] | None = None,
     ) -> None:
         if isinstance(streams, str):
             msg = f"streams must be a sequence of names, not the string {streams!r}"
@@ -455,6 +470,7 @@ class RedisStreamSource(FixedPartitionedSource[RawLine, StreamPosition | None]):
         self.max_line_bytes = max_line_bytes
         self.client_factory = client_factory
         self.on_error = on_error
+        self.convert = convert
 
     @override
     def list_parts(self) -> list[str]:
@@ -480,4 +496,5 @@ class RedisStreamSource(FixedPartitionedSource[RawLine, StreamPosition | None]):
             max_line_bytes=self.max_line_bytes,
             resume_state=resume_state,
             on_error=self.on_error,
+            convert=self.convert,
         )

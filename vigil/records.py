@@ -6,6 +6,7 @@ when bytewax moves them between workers. Timestamps are float epoch seconds (UTC
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -322,7 +323,16 @@ class QueueStats:
 
 # ---------------------------------------------------------------- the bus
 # How a RawLine travels on the bus (Redis Streams): the producer (sinks/bus.py) and the
-# consumer (sources/redis_streams.py) share this wire form.
+# consumer (sources/redis_streams.py) share this wire form. Records of the other feeds (a
+# queue case or lifecycle event, an indicator point) travel as RawLines too, one record
+# per entry: ``text`` is one JSON object and ``fmt`` says where it came from.
+
+#: ``fmt`` of an entry whose text is a JSON object (a JSON line as the producer read it).
+RECORD_JSON = "json"
+#: ``fmt`` of an entry whose text is a CSV row as ``{column: value}`` (values are strings).
+RECORD_CSV_ROW = "csv_row"
+
+
 def stream_names(stream: str, shards: int) -> list[str]:
     """Names of the streams of a bus: ``<stream>:0`` ... ``<stream>:<shards-1>``.
 
@@ -348,3 +358,16 @@ def entry_fields(line: RawLine) -> dict[str, str]:
     if line.oversize:
         out["oversize"] = "1"
     return out
+
+
+def record_line(record: dict[str, Any], origin: str, *, csv_row: bool = False) -> RawLine:
+    """A record of a feed (a CSV row or a parsed JSON object) as one bus line.
+
+    Examples
+    --------
+    >>> line = record_line({"series": "cpu", "ts": "60", "value": "1.5"}, "cpu.csv", csv_row=True)
+    >>> line.fmt, line.text
+    ('csv_row', '{"series":"cpu","ts":"60","value":"1.5"}')
+    """
+    text = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str)
+    return RawLine(RECORD_CSV_ROW if csv_row else RECORD_JSON, origin, text)

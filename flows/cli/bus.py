@@ -4,6 +4,8 @@
 
     vigil ingest --to redis://HOST:6379/0 --file '/var/log/auth.log' --format ssh
     vigil ingest --to redis://HOST:6379/0 --syslog 0.0.0.0:5514 --format ssh --on-full drop
+    vigil ingest --to redis://HOST:6379/0 --feed indicators --file 'kpi/*.csv'
+    vigil ingest --to redis://HOST:6379/0 --feed service_queues -c vigil.yaml --file cases.csv
     vigil replay auth.log --format ssh --to redis://HOST:6379/0 --shards 4
     vigil run security -c vigil.yaml --processes 2 --recovery-dir state/
 
@@ -12,6 +14,14 @@ syslog receiver (:mod:`vigil.sources.files`, :mod:`vigil.sources.syslog`) feed
 :class:`vigil.sinks.bus.BusSink`.
 With ``--state-dir`` file offsets survive a restart (bytewax recovery), so after a crash the
 lines since the last snapshot are sent again: the bus gets every line at least once.
+
+``--feed indicators`` and ``--feed service_queues`` write records instead of log lines, one
+record per entry (:func:`vigil.records.record_line`): they read whole CSV or JSON-lines
+files (no following, no syslog) and write them in order through the same
+:class:`~vigil.sinks.bus.BusWriter` (same sharding, back-pressure and ``--on-full``).
+Queue records are the rows a live portal would send (:func:`vigil.flows.queues.mapping.bus_rows`):
+the mapping of the configuration's ``service_queues`` input says which fields to keep and
+when each lifecycle event happens.
 """
 
 from __future__ import annotations
@@ -48,7 +58,11 @@ log = logging.getLogger("vigil")
 # ---------------------------------------------------------------- producers
 def _writer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--to", required=True, metavar="URL", help="redis://HOST:PORT/DB of the bus")
-    p.add_argument("--stream", default="vigil:lines", help="stream name (default vigil:lines)")
+    p.add_argument(
+        "--stream",
+        help="stream name (default vigil:lines; --feed indicators: vigil:indicators, "
+        "--feed service_queues: vigil:queues, the defaults of those feeds' bus inputs)",
+    )
     p.add_argument("--shards", type=int, default=1, help="streams <stream>:0..N-1 (default 1)")
     p.add_argument(
         "--max-len", type=int, default=1_000_000, help="entries per stream at most (default 1e6)"
@@ -62,6 +76,14 @@ def _writer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-by", choices=("origin", "line"), default="origin")
 
 
+#: The bus each feed's ``redis_stream`` input reads by default.
+DEFAULT_STREAMS = {
+    "security": "vigil:lines",
+    "indicators": "vigil:indicators",
+    "service_queues": "vigil:queues",
+}
+
+
 class _Writers:
     """Creates one BusWriter per worker and remembers them for the summary."""
 
@@ -72,9 +94,10 @@ class _Writers:
 
     def __call__(self) -> BusWriter:
         a = self.args
+        feed = getattr(a, "feed", "security")
         w = BusWriter(
             a.to,
-            a.stream,
+            a.stream or DEFAULT_STREAMS[feed],
             a.shards,
             max_len=a.max_len,
             on_full=a.on_full,
@@ -137,11 +160,110 @@ def _host_port(value: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(msg) from ex
 
 
+FEEDS = ("security", "indicators", "service_queues")
+_CHUNK = 1000
+
+
+def indicator_lines(paths: Sequence[str], fmt: str | None = None) -> list[RawLine]:
+    """The records of indicator files (CSV with a header row, or JSON lines) as bus lines.
+
+    ``fmt`` ``csv`` or ``jsonl``; ``None``: by each file's extension (``.csv`` is CSV). A JSON
+    line travels as it is (``fmt`` ``json``); a CSV row as ``{column: value}`` (``csv_row``),
+    except a row with more fields than the header, which travels as its raw text so the flow
+    dead-letters it as a bad CSV row, as it does reading the file. Blank lines are skipped.
+    """
+    import csv
+
+    from vigil.sources.replay import expand_paths
+
+    from vigil.records import RECORD_CSV_ROW, RECORD_JSON, record_line
+
+    out: list[RawLine] = []
+    for path in expand_paths(paths):
+        kind = fmt or ("csv" if path.endswith(".csv") else "jsonl")
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+            lines = [ln.rstrip("\r\n") for ln in f]
+        if kind == "csv":
+            header = next(csv.reader(lines[:1]), [])
+            for ln in lines[1:]:
+                if not ln.strip():
+                    continue
+                row = next(csv.reader([ln]), [])
+                if len(row) > len(header):
+                    out.append(RawLine(RECORD_CSV_ROW, path, ln))
+                else:
+                    out.append(
+                        record_line(dict(zip(header, row, strict=False)), path, csv_row=True)
+                    )
+        else:
+            out.extend(RawLine(RECORD_JSON, path, ln) for ln in lines if ln.strip())
+    return out
+
+
+def queue_lines(args: argparse.Namespace) -> tuple[list[RawLine], int]:
+    """``--feed service_queues``: the rows of ``--file`` as a live portal would send them."""
+    from vigil.flows.config import load_config
+    from vigil.flows.queues.mapping import bus_rows
+
+    from vigil.records import record_line
+
+    if not args.config:
+        msg = "--feed service_queues needs --config (its service_queues input's mapping)"
+        raise ValueError(msg)
+    inputs = load_config(args.config).service_queues.inputs
+    chosen = [i for i in inputs if args.input in (None, i.name)]
+    if args.input is None:  # the bus input the rows are meant for, else the first
+        chosen = [i for i in inputs if i.kind == "redis_stream"] or list(inputs)
+    if not chosen:
+        what = f"an input named {args.input!r}" if args.input else "any input"
+        msg = f"{args.config}: service_queues has no {what}"
+        raise ValueError(msg)
+    inp = chosen[0]
+    fmt = args.format if args.format in ("csv", "jsonl") else None
+    if fmt is None:
+        fmt = "csv" if all(p.endswith(".csv") for p in args.file) else "jsonl"
+    rows, unreadable = bus_rows(args.file, fmt, inp.mapping, until=args.until)
+    return [record_line(r, "service_queues") for r in rows], unreadable
+
+
+def _ingest_records(args: argparse.Namespace) -> int:
+    """``vigil ingest --feed indicators|service_queues``: write the files' records."""
+    from vigil.flows.errors import VigilError
+
+    if not args.file or args.syslog is not None:
+        print(f"vigil ingest: --feed {args.feed} reads --file PATTERN only", file=sys.stderr)
+        return 2
+    unreadable = 0
+    try:
+        if args.feed == "indicators":
+            fmt = args.format if args.format in ("csv", "jsonl") else None
+            lines = indicator_lines(args.file, fmt)
+        else:
+            lines, unreadable = queue_lines(args)
+    except (ValueError, VigilError) as ex:
+        print(f"vigil ingest: {ex}", file=sys.stderr)
+        return 2
+    except OSError as ex:
+        print(f"vigil ingest: cannot read {ex.filename}: {ex.strerror}", file=sys.stderr)
+        return 1
+    writer = _Writers(args)()
+    try:
+        for i in range(0, len(lines), _CHUNK):
+            writer.write(lines[i : i + _CHUNK])
+    finally:
+        writer.close()
+    summary = {"written": writer.written, "dropped": writer.dropped, "unreadable": unreadable}
+    print(json.dumps({"summary": summary}), file=sys.stderr)
+    return 0
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from vigil.sinks.prometheus import serve
     from vigil.sources.files import FileTailSource
     from vigil.sources.syslog import SyslogSource
 
+    if args.feed != "security":
+        return _ingest_records(args)
     if not args.file and args.syslog is None:
         print("vigil ingest: give --file PATTERN and/or --syslog [HOST:]PORT", file=sys.stderr)
         return 2
@@ -327,13 +449,41 @@ def register(sub: Any) -> None:
     g = sub.add_parser(
         "ingest",
         help="follow files or receive syslog on a collector host and write into the bus",
+        description="Write into the bus. --feed security (the default): log lines from "
+        "followed files and syslog. --feed indicators: the records of CSV (header row) or "
+        "JSON-lines files, one per entry. --feed service_queues: the rows of a case table "
+        "or event log (CSV or JSON lines) as a live portal sends them, ordered by event "
+        "time, read through the mapping of the --config's service_queues input (a case "
+        "row becomes its arrival and, later, its completion). Record files are read whole.",
     )
     _writer_args(g)
+    g.add_argument(
+        "--feed",
+        choices=FEEDS,
+        default="security",
+        help="what the files hold: log lines (security, default), indicator records, or "
+        "queue records",
+    )
+    g.add_argument("-c", "--config", help="--feed service_queues: the configuration")
+    g.add_argument("--input", help="--feed service_queues: the input (name) whose mapping to use")
+    g.add_argument(
+        "--until",
+        choices=("last_arrival", "end"),
+        default="last_arrival",
+        help="--feed service_queues: end a case table at its last arrival (as a replay "
+        "does) or send every completion",
+    )
     g.add_argument("--file", action="append", metavar="PATTERN", help="file or glob to follow")
     g.add_argument(
         "--syslog", type=_host_port, metavar="[HOST:]PORT", help="receive syslog (UDP and TCP)"
     )
-    g.add_argument("--format", "-f", default="ssh", help="format of the lines (default ssh)")
+    g.add_argument(
+        "--format",
+        "-f",
+        default="ssh",
+        help="format of the lines (default ssh); with --feed indicators|service_queues: "
+        "csv or jsonl (default: by file extension)",
+    )
     g.add_argument("--no-follow", action="store_true", help="read files to their end and stop")
     g.add_argument("--start-at-end", action="store_true", help="only lines written from now on")
     g.add_argument("--max-line-bytes", type=int, default=65536)

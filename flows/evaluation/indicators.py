@@ -80,6 +80,10 @@ def inputs_for(cfg: IndicatorsConfig, files: Sequence[Path]) -> list[IndicatorIn
         if cfg.inputs
         else IndicatorInput(paths=("-",), columns=CsvColumns(ts="timestamp"), tz="UTC")
     )
+    if not isinstance(tmpl, IndicatorInput):  # a bus input: keep its parsing settings
+        tmpl = IndicatorInput(
+            paths=("-",), columns=tmpl.columns, series_name=tmpl.series_name, tz=tmpl.tz
+        )
     out = []
     for f in files:
         fmt = "csv" if f.suffix == ".csv" else "jsonl"

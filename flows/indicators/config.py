@@ -8,6 +8,9 @@
           paths: ["/data/indicators/*.jsonl"]
           format: jsonl                  # or csv (see CsvColumns)
           tz: Asia/Ho_Chi_Minh           # for timestamps written without a zone
+        - kind: redis_stream             # or the bus (vigil ingest --feed indicators)
+          url: redis://127.0.0.1:6379/0
+          stream: vigil:indicators
       rules:                             # first matching pattern wins
         - match: "health.*"
           detector: {kind: rolling_mad, window: 48}
@@ -20,9 +23,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from vigil.flows.bus_inputs import BusSettings
 from vigil.flows.config.base import Frozen, InputName, Severity, known_zone
 from vigil.flows.config.detectors import DetectorConfig, EnsembleConfig
 
@@ -74,6 +78,38 @@ class IndicatorInput(Frozen):
     _tz = field_validator("tz")(known_zone)
 
 
+class IndicatorStreamInput(BusSettings):
+    """Read indicator records from the bus (Redis Streams), one record per entry.
+
+    An entry's text is one record as a JSON object: a JSON line as it was (``fmt`` ``json``)
+    or a CSV row as ``{column: value}`` (``fmt`` ``csv_row``), as ``vigil ingest --feed
+    indicators`` writes them. ``columns``, ``series_name`` and ``tz`` read them as they
+    read a file's records; ``{stem}`` is the producer's file name (the entry's origin).
+    """
+
+    kind: Literal["redis_stream"] = "redis_stream"
+    name: str | None = InputName
+    stream: str = "vigil:indicators"
+    columns: CsvColumns = CsvColumns()
+    series_name: str = "{stem}"
+    tz: str | None = None
+
+    _tz = field_validator("tz")(known_zone)
+
+
+def _input_kind(v: Any) -> str:
+    """An input without ``kind`` is a file (configurations older than the bus)."""
+    if isinstance(v, dict):
+        return str(v.get("kind", "file"))
+    return str(getattr(v, "kind", "file"))
+
+
+IndicatorInputConfig = Annotated[
+    Annotated[IndicatorInput, Tag("file")] | Annotated[IndicatorStreamInput, Tag("redis_stream")],
+    Discriminator(_input_kind),
+]
+
+
 class IndicatorRule(Frozen):
     """How the series matching ``match`` (an fnmatch glob) are judged.
 
@@ -118,7 +154,7 @@ class IndicatorRule(Frozen):
 class IndicatorsConfig(Frozen):
     """Settings of the indicator flow (flows/indicators/flow.py)."""
 
-    inputs: tuple[IndicatorInput, ...] = ()
+    inputs: tuple[IndicatorInputConfig, ...] = ()
     rules: tuple[IndicatorRule, ...] = ()
     default: IndicatorRule = IndicatorRule()
     realert_s: float = Field(

@@ -28,10 +28,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeAlias, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -43,7 +43,7 @@ from vigil.flows.config.base import input_step_ids
 from vigil.flows.errors import ConfigError
 from vigil.flows.feed import FeedIO, standalone_flow
 from vigil.flows.guard import guard_batch, guard_logic
-from vigil.flows.indicators.config import IndicatorInput, IndicatorsConfig
+from vigil.flows.indicators.config import IndicatorInput, IndicatorsConfig, IndicatorStreamInput
 
 # Re-exported: tests, backtests and recovery snapshots (IndicatorState) name them here.
 from vigil.flows.indicators.detection import (  # noqa: F401
@@ -82,6 +82,9 @@ from vigil.flows.indicators.records import (  # noqa: F401
 from vigil.records import DeadLetter, Detection, RawLine, SeriesPoint, Tally
 
 log = logging.getLogger(__name__)
+
+#: The input settings a source's lines are parsed by (a file's or the bus').
+IndicatorInputs: TypeAlias = IndicatorInput | IndicatorStreamInput
 
 
 # ====================================================================== bytewax glue
@@ -125,7 +128,7 @@ class IndicatorStreams:
 def indicators_dataflow(
     flow: Dataflow,
     cfg: IndicatorsConfig,
-    sources: Sequence[tuple[Source[RawLine], IndicatorInput]],
+    sources: Sequence[tuple[Source[RawLine], IndicatorInputs]],
     *,
     every_point: bool = False,
 ) -> IndicatorStreams:
@@ -271,23 +274,28 @@ class _CappedPartition(StatelessSinkPartition[Any]):
 
 
 # ====================================================================== composition
-def make_sources(cfg: IndicatorsConfig) -> list[tuple[Source[RawLine], IndicatorInput]]:
-    """One file source per configured input, with the settings its lines are parsed by."""
+def make_sources(
+    cfg: IndicatorsConfig, environ: Mapping[str, str] | None = None
+) -> list[tuple[Source[RawLine], IndicatorInputs]]:
+    """One source per configured input (files or the bus), with the settings its lines
+    are parsed by."""
+    from vigil.flows.bus_inputs import redis_stream_source
     from vigil.sources.files import FileTailSource
 
-    return [
-        (
-            FileTailSource(
-                inp.paths,
-                inp.format,
-                follow=inp.follow,
-                max_line_bytes=inp.max_line_bytes,
-                start_at_end=inp.start_at_end,
-            ),
-            inp,
+    out: list[tuple[Source[RawLine], IndicatorInputs]] = []
+    for inp in cfg.inputs:
+        if isinstance(inp, IndicatorStreamInput):
+            out.append((redis_stream_source(inp, environ, fmt="json"), inp))
+            continue
+        src = FileTailSource(
+            inp.paths,
+            inp.format,
+            follow=inp.follow,
+            max_line_bytes=inp.max_line_bytes,
+            start_at_end=inp.start_at_end,
         )
-        for inp in cfg.inputs
-    ]
+        out.append((src, inp))
+    return out
 
 
 def attach(flow: Dataflow, io: FeedIO) -> IndicatorStreams:
@@ -298,7 +306,7 @@ def attach(flow: Dataflow, io: FeedIO) -> IndicatorStreams:
     for the caller to route.
     """
     cfg: IndicatorsConfig = io.section("indicators")
-    s = indicators_dataflow(flow, cfg, make_sources(cfg))
+    s = indicators_dataflow(flow, cfg, make_sources(cfg, io.environ))
     sink = CappedSeriesSink(io.metrics_sink(FEED), cfg.max_exported_series)
     op.output("indicators_metrics_out", s.telemetry, sink)
     return s
@@ -306,7 +314,7 @@ def attach(flow: Dataflow, io: FeedIO) -> IndicatorStreams:
 
 def build_flow(
     cfg: IndicatorsConfig,
-    sources: Sequence[tuple[Source[RawLine], IndicatorInput]],
+    sources: Sequence[tuple[Source[RawLine], IndicatorInputs]],
     alert_sink: Sink[Detection],
     dead_sink: Sink[DeadLetter],
     metrics_sink: Sink[Any],

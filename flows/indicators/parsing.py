@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from vigil.flows.config.base import shard_of
-from vigil.flows.indicators.config import IndicatorInput
+from vigil.flows.indicators.config import IndicatorInput, IndicatorStreamInput
 from vigil.flows.indicators.records import IndicatorPoint
 
-from vigil.records import DeadLetter, RawLine, Tally
+from vigil.records import RECORD_CSV_ROW, DeadLetter, RawLine, Tally
 
 # Dead-letter reasons: stable and low-cardinality (a metric label).
 BAD_JSON = "bad json"
@@ -132,16 +132,27 @@ class IndicatorParser:
 
     Examples
     --------
-    >>> from vigil.flows.indicators.config import IndicatorInput
+    >>> from vigil.flows.indicators.config import IndicatorInput, IndicatorStreamInput
     >>> p = IndicatorParser(IndicatorInput(paths=("x",), format="jsonl"))
     >>> p.parse(RawLine("jsonl", "x", '{"series": "a", "ts": 60, "value": "1.5"}'))
     IndicatorPoint(series='a', ts=60.0, value=1.5, labels=())
     >>> p.parse(RawLine("jsonl", "x", '{"series": "a", "ts": 60, "value": "NaN"}')).reason
     'non-finite value'
+
+    From the bus, every entry is one JSON object; a CSV row's (``fmt`` ``csv_row``) are
+    read with the CSV rules (label columns):
+
+    >>> from vigil.flows.indicators.config import IndicatorStreamInput
+    >>> b = IndicatorParser(IndicatorStreamInput(columns={"labels": ["host"]}))
+    >>> b.parse(RawLine("csv_row", "x", '{"series": "a", "ts": "60", "value": "2", "host": "h1"}'))
+    IndicatorPoint(series='a', ts=60.0, value=2.0, labels=(('host', 'h1'),))
     """
 
-    def __init__(self, inp: IndicatorInput) -> None:
+    def __init__(self, inp: IndicatorInput | IndicatorStreamInput) -> None:
         self.inp = inp
+        self._bus = isinstance(inp, IndicatorStreamInput)
+        #: The tally's name for what this input reads.
+        self.fmt = "bus" if isinstance(inp, IndicatorStreamInput) else inp.format
         self.tz = ZoneInfo(inp.tz) if inp.tz else None
         self._headers: dict[str, tuple[str, list[str]]] = {}  # origin -> (line, columns)
         self._names: dict[str, str] = {}  # origin -> series name (columns.series is None)
@@ -176,7 +187,8 @@ class IndicatorParser:
         if not raw.text.strip():
             return None
         try:
-            if self.inp.format == "csv":
+            csv_rules = raw.fmt == RECORD_CSV_ROW if self._bus else self.fmt == "csv"
+            if not self._bus and csv_rules:
                 h = self._header(raw)
                 if h is None:
                     return None
@@ -192,13 +204,13 @@ class IndicatorParser:
                 if not isinstance(obj, dict):
                     raise _Bad(NOT_OBJECT)
                 rec = obj
-            return self._point(rec, raw.origin)
+            return self._point(rec, raw.origin, csv_rules)
         except _Bad as ex:
             return DeadLetter(
                 "indicators_parse", str(ex.args[0]), raw.text[:512], raw.fmt, raw.origin
             )
 
-    def _point(self, rec: dict[str, Any], origin: str) -> IndicatorPoint:
+    def _point(self, rec: dict[str, Any], origin: str, csv_rules: bool) -> IndicatorPoint:
         cols = self.inp.columns
         if cols.series is None:
             series = self._series_of_file(origin)
@@ -213,7 +225,7 @@ class IndicatorParser:
         ts = parse_ts(ts_raw, self.tz)
         value = _value(rec.get(cols.value))
         labels: tuple[tuple[str, str], ...] = ()
-        if self.inp.format == "csv":
+        if csv_rules:
             if cols.labels:
                 labels = tuple((k, str(rec.get(k, ""))) for k in cols.labels)
         else:
@@ -228,7 +240,9 @@ class IndicatorParser:
 Parsed = tuple[str, list[IndicatorPoint]] | DeadLetter | Tally
 
 
-def make_parse_batch(inp: IndicatorInput, shards: int) -> Callable[[list[RawLine]], list[Parsed]]:
+def make_parse_batch(
+    inp: IndicatorInput | IndicatorStreamInput, shards: int
+) -> Callable[[list[RawLine]], list[Parsed]]:
     """The parse step: a batch of lines to ``(shard, [points])`` groups, dead letters, a tally."""
     parser = IndicatorParser(inp)
     shard_cache: dict[str, str] = {}
@@ -241,7 +255,7 @@ def make_parse_batch(inp: IndicatorInput, shards: int) -> Callable[[list[RawLine
             r = parser.parse(raw)
             if r is None:
                 ok += 1
-            elif type(r) is IndicatorPoint:
+            elif isinstance(r, IndicatorPoint):
                 ok += 1
                 key = shard_cache.get(r.series)
                 if key is None:
@@ -259,9 +273,9 @@ def make_parse_batch(inp: IndicatorInput, shards: int) -> Callable[[list[RawLine
         out.extend(groups.items())
         lines: dict[tuple[str, str], int] = {}
         if ok:
-            lines[(inp.format, "parsed")] = ok
+            lines[(parser.fmt, "parsed")] = ok
         if dead:
-            lines[(inp.format, "dead_lettered")] = dead
+            lines[(parser.fmt, "dead_lettered")] = dead
         out.append(Tally("indicators_parse", lines=lines))
         return out
 

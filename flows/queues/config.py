@@ -9,9 +9,10 @@ on-time flag, the timestamp format and the time zone the (offset-less) times are
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from vigil.flows.bus_inputs import BusSettings
 from vigil.flows.config.base import Frozen, InputName, Severity, known_zone
 
 
@@ -116,7 +117,31 @@ class QueueFileInput(Frozen):
     until: Literal["last_arrival", "end"] = "last_arrival"
 
 
-QueueInputConfig = Annotated[QueueFileInput, Field(discriminator="kind")]
+class QueueStreamInput(BusSettings):
+    """Read queue records from the bus (Redis Streams), one row per entry.
+
+    An entry's text is one row as a JSON object (``vigil ingest --feed service_queues``
+    writes them; see :mod:`vigil.flows.queues.mapping`, "Rows on the bus"), read through
+    ``mapping`` like a row of a file. Rows must arrive in event-time order.
+    """
+
+    kind: Literal["redis_stream"] = "redis_stream"
+    name: str | None = InputName
+    stream: str = "vigil:queues"
+    mapping: FieldMapping
+
+
+def _input_kind(v: Any) -> str:
+    """An input without ``kind`` is a replay (configurations older than the bus)."""
+    if isinstance(v, dict):
+        return str(v.get("kind", "replay"))
+    return str(getattr(v, "kind", "replay"))
+
+
+QueueInputConfig = Annotated[
+    Annotated[QueueFileInput, Tag("replay")] | Annotated[QueueStreamInput, Tag("redis_stream")],
+    Discriminator(_input_kind),
+]
 
 
 class CalendarConfig(Frozen):
@@ -276,7 +301,11 @@ def explain(section: ServiceQueuesConfig) -> list[str]:
         }
         if m.event:
             cols["event_at"] = m.event_at
-        out += missing_columns(cols, inp.paths, inp.format, f"service_queues.inputs.{i}.mapping")
+        if isinstance(inp, QueueStreamInput):
+            out.append(f"  input {i}: the bus, streams {inp.stream}:0..{inp.shards - 1}")
+        else:
+            where = f"service_queues.inputs.{i}.mapping"
+            out += missing_columns(cols, inp.paths, inp.format, where)
         zone = "the calendar's" if m.timezone == section.calendar.timezone else "its own"
         out.append(f"  input {i}: times without an offset are {m.timezone} ({zone})")
         levels = section.service_levels

@@ -2,7 +2,7 @@
 
 ::
 
-    rows (CSV / JSON lines) --field mapping--> QueueEvent (id hashed, labels folded)
+    rows (CSV / JSON lines, or the bus) --field mapping--> QueueEvent (id hashed, labels folded)
         |
         +--route: one item per shard of agency and batch, plus the batch's newest time
         |          (so quiet shards still close windows and fire deadline timers)
@@ -44,6 +44,7 @@ from bytewax.dataflow import Dataflow, Stream, operator
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
+from vigil.flows.bus_inputs import redis_stream_source
 from vigil.flows.config.base import input_step_ids, shard_of
 from vigil.flows.config.shards import shard_names
 from vigil.flows.feed import FeedIO, standalone_flow
@@ -54,9 +55,9 @@ from vigil.flows.queues.calendar import (
     country_holidays,
     read_holidays,
 )
-from vigil.flows.queues.config import QueueFileInput, ServiceQueuesConfig
+from vigil.flows.queues.config import QueueStreamInput, ServiceQueuesConfig
 from vigil.flows.queues.deadlines import DeadlineTable
-from vigil.flows.queues.mapping import CaseMapper, LabelFolder
+from vigil.flows.queues.mapping import BusRowMapper, CaseMapper, LabelFolder
 from vigil.flows.queues.records import CLOSED, DATA_QUALITY, RECEIVED, QueueEvent
 from vigil.flows.queues.state import FEED, QueueMonitor, QueueSnapshot
 from vigil.sources.case_replay import CaseReplaySource
@@ -126,13 +127,28 @@ def make_sources(
     speed_override: float | str | None = "config",
     environ: Mapping[str, str] | None = None,
 ) -> list[Source[Any]]:
-    """One replay source per configured input, sharing the label folders."""
+    """One source per configured input (a replay, or the bus), sharing the label folders."""
     agencies, services, channels = make_folders(cfg)
     salt = id_salt(cfg, environ)
     table = DeadlineTable(cfg.service_levels, make_calendar(cfg))
     out: list[Source[Any]] = []
     for inp in cfg.inputs:
-        assert isinstance(inp, QueueFileInput)
+        if isinstance(inp, QueueStreamInput):
+            # Live rows: labels are admitted as they are first seen (nothing to prime).
+            bus = BusRowMapper(
+                CaseMapper(
+                    inp.mapping,
+                    agencies,
+                    services,
+                    channels,
+                    salt=salt,
+                    origin=f"redis:{inp.stream}",
+                    deadlines=table,
+                )
+            )
+            convert = guard_batch("queues_bus_map", FEED, bus.convert)
+            out.append(redis_stream_source(inp, environ, fmt="json", convert=convert))
+            continue
         mapper = CaseMapper(
             inp.mapping,
             agencies,
