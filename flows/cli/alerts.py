@@ -35,7 +35,7 @@ from typing import Any
 
 from vigil.flows.config import VigilConfig, load_config, parse_config
 from vigil.flows.errors import ConfigError
-from vigil.sinks.alerting.model import Matcher, Silence, parse_duration
+from vigil.sinks.alerting.model import Alert, Matcher, Silence, parse_duration
 from vigil.sinks.alerting.store import StateStore, new_silence_id
 
 VERDICTS = {"false-positive": "false_positive", "expected": "expected", "confirmed": "confirmed"}
@@ -153,21 +153,24 @@ def _find_alert(store: StateStore, fingerprint: str) -> Any:
     return hits[0]
 
 
+def ack_record(a: Alert, by: str, comment: str, **more: Any) -> dict[str, Any]:
+    """What an acknowledgement of ``a`` stores (it holds until the alert's episode ends)."""
+    return {
+        "fingerprint": a.fingerprint,
+        "active_at": a.active_at,
+        "at": time.time(),
+        "by": by,
+        "comment": comment,
+        **more,
+    }
+
+
 def cmd_alerts_ack(args: argparse.Namespace) -> int:
     store = open_store(args, read_only=True)
     a = _find_alert(store, args.fingerprint)
     if a is None:
         return 1
-    store.ack(
-        a.fingerprint,
-        {
-            "fingerprint": a.fingerprint,
-            "active_at": a.active_at,
-            "at": time.time(),
-            "by": args.by,
-            "comment": args.comment,
-        },
-    )
+    store.ack(a.fingerprint, ack_record(a, args.by, args.comment))
     store.close()
     print(
         f"acknowledged {a.fingerprint} ({a.labels.get('alertname')} {a.labels.get('entity')}):"

@@ -17,10 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
-from vigil.flows.cli.alerts import VERDICTS, _common, _iso, cmd_feedback, duration, open_store
+from vigil.flows.cli.alerts import (
+    VERDICTS,
+    _common,
+    _iso,
+    ack_record,
+    cmd_feedback,
+    duration,
+    open_store,
+)
 from vigil.flows.errors import ConfigError
 from vigil.sinks.alerting.incident_store import load_incidents
 from vigil.sinks.alerting.incidents import INCIDENT_STATES, Incident
@@ -110,17 +117,8 @@ def cmd_incidents_ack(args: argparse.Namespace) -> int:
         inc = _find(incidents, args.id)
         members = _members(store, inc)
         for a in members:
-            store.ack(
-                a.fingerprint,
-                {
-                    "fingerprint": a.fingerprint,
-                    "active_at": a.active_at,
-                    "at": time.time(),
-                    "by": args.by,
-                    "comment": args.comment or f"incident {inc.id}",
-                    "incident": inc.id,
-                },
-            )
+            comment = args.comment or f"incident {inc.id}"
+            store.ack(a.fingerprint, ack_record(a, args.by, comment, incident=inc.id))
     finally:
         store.close()
     print(f"acknowledged incident {inc.id}: {len(members)} member alert(s)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import PurePath
 from typing import Any, Literal
 
@@ -117,3 +117,19 @@ def shard_of(key: str, shards: int) -> str:
     True
     """
     return shard_label(zlib.crc32(key.encode()) % shards, shards)
+
+
+def kind_or(default: str) -> Callable[[Any], str]:
+    """A pydantic discriminator: an input's ``kind``, or ``default`` when it has none (a
+    configuration written before the feed could read the bus).
+
+    >>> kind_or("replay")({"paths": ["a.csv"]}), kind_or("replay")({"kind": "redis_stream"})
+    ('replay', 'redis_stream')
+    """
+
+    def kind(v: Any) -> str:
+        if isinstance(v, dict):
+            return str(v.get("kind", default))
+        return str(getattr(v, "kind", default))
+
+    return kind

@@ -27,7 +27,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from vigil.flows.bus_inputs import BusSettings
-from vigil.flows.config.base import Frozen, InputName, Severity, known_zone
+from vigil.flows.config.base import Frozen, InputName, Severity, kind_or, known_zone
 from vigil.flows.config.detectors import DetectorConfig, EnsembleConfig
 
 #: Detectors whose score is a probability-like value in [0, 1].
@@ -97,16 +97,9 @@ class IndicatorStreamInput(BusSettings):
     _tz = field_validator("tz")(known_zone)
 
 
-def _input_kind(v: Any) -> str:
-    """An input without ``kind`` is a file (configurations older than the bus)."""
-    if isinstance(v, dict):
-        return str(v.get("kind", "file"))
-    return str(getattr(v, "kind", "file"))
-
-
 IndicatorInputConfig = Annotated[
     Annotated[IndicatorInput, Tag("file")] | Annotated[IndicatorStreamInput, Tag("redis_stream")],
-    Discriminator(_input_kind),
+    Discriminator(kind_or("file")),  # no kind: a file input (before the bus)
 ]
 
 

@@ -9,11 +9,11 @@ on-time flag, the timestamp format and the time zone the (offset-less) times are
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 from vigil.flows.bus_inputs import BusSettings
-from vigil.flows.config.base import Frozen, InputName, Severity, known_zone
+from vigil.flows.config.base import Frozen, InputName, Severity, kind_or, known_zone
 
 
 class FieldMapping(Frozen):
@@ -131,16 +131,9 @@ class QueueStreamInput(BusSettings):
     mapping: FieldMapping
 
 
-def _input_kind(v: Any) -> str:
-    """An input without ``kind`` is a replay (configurations older than the bus)."""
-    if isinstance(v, dict):
-        return str(v.get("kind", "replay"))
-    return str(getattr(v, "kind", "replay"))
-
-
 QueueInputConfig = Annotated[
     Annotated[QueueFileInput, Tag("replay")] | Annotated[QueueStreamInput, Tag("redis_stream")],
-    Discriminator(_input_kind),
+    Discriminator(kind_or("replay")),  # no kind: a replay input (before the bus)
 ]
 
 
