@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -206,33 +207,54 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
+def measure(
+    hook: Receiver,
+    ents: list[str],
+    pents: list[str],
+    rate: float,
+    feed_batch: Callable[[list[str]], object],
+    feed_one: Callable[[str], object],
+    who: str,
+) -> tuple[float, float, list[float]]:
+    """The same measure for every tool: ``ents`` fed in batches of 500 as fast as possible
+    (seconds until the receiver saw the last, and seconds to hand them over), then
+    ``pents`` one at a time at ``rate`` per second (latency of each to the receiver)."""
+    t0 = time.perf_counter()
+    w0 = time.time()
+    for i in range(0, len(ents), 500):
+        feed_batch(ents[i : i + 500])
+    t_ingest = time.perf_counter() - t0
+    if not hook.wait(set(ents), timeout=300):
+        sys.exit(f"{who}: not every notification arrived")
+    t_all = hook.last_arrival(ents) - w0
+    fed: dict[str, float] = {}
+    start = time.perf_counter()
+    for i, e in enumerate(pents):
+        target = start + i / rate
+        while time.perf_counter() < target:
+            time.sleep(0.0005)
+        fed[e] = time.time()
+        feed_one(e)
+    if not hook.wait(set(pents), timeout=120):
+        sys.exit(f"{who}: not every paced notification arrived")
+    return t_all, t_ingest, [hook.seen[e] - fed[e] for e in pents]
+
+
 def run_pipeline(url: str, hook: Receiver, n: int, paced: int, rate: float) -> dict[str, float]:
     svc = make_service(url, hook.url, "bench:pipe")
     svc.start()
     try:
         ents = [f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}" for i in range(n)]
-        t0 = time.perf_counter()
-        now = w0 = time.time()
-        for i in range(0, n, 500):
-            svc.observe([det(e, now) for e in ents[i : i + 500]])
-        t_ingest = time.perf_counter() - t0
-        if not hook.wait(set(ents), timeout=300):
-            sys.exit("pipeline: not every notification arrived")
-        t_all = hook.last_arrival(ents) - w0
-        # paced phase: latency at a steady rate
-        lat: list[float] = []
-        pents = [f"172.16.{i // 256}.{i % 256}" for i in range(paced)]
-        fed: dict[str, float] = {}
-        start = time.perf_counter()
-        for i, e in enumerate(pents):
-            target = start + i / rate
-            while time.perf_counter() < target:
-                time.sleep(0.0005)
-            fed[e] = time.time()
-            svc.observe([det(e, fed[e])])
-        if not hook.wait(set(pents), timeout=120):
-            sys.exit("pipeline: not every paced notification arrived")
-        lat = [hook.seen[e] - fed[e] for e in pents]
+        now = time.time()
+        t_all, t_ingest, lat = measure(
+            hook,
+            ents,
+            [f"172.16.{i // 256}.{i % 256}" for i in range(paced)],
+            rate,
+            lambda batch: svc.observe([det(e, now) for e in batch]),
+            lambda e: svc.observe([det(e, time.time())]),
+            "pipeline",
+        )
     finally:
         svc.close()
     return {
@@ -322,26 +344,15 @@ def run_alertmanager(hook: Receiver, n: int, paced: int, rate: float) -> dict[st
 
         try:
             ents = [f"11.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}" for i in range(n)]
-            t0 = time.perf_counter()
-            w0 = time.time()
-            for i in range(0, n, 500):
-                post(ents[i : i + 500])
-            t_ingest = time.perf_counter() - t0
-            if not hook.wait(set(ents), timeout=300):
-                sys.exit("alertmanager: not every notification arrived")
-            t_all = hook.last_arrival(ents) - w0
-            pents = [f"173.16.{i // 256}.{i % 256}" for i in range(paced)]
-            fed: dict[str, float] = {}
-            start = time.perf_counter()
-            for i, e in enumerate(pents):
-                target = start + i / rate
-                while time.perf_counter() < target:
-                    time.sleep(0.0005)
-                fed[e] = time.time()
-                post([e])
-            if not hook.wait(set(pents), timeout=120):
-                sys.exit("alertmanager: not every paced notification arrived")
-            lat = [hook.seen[e] - fed[e] for e in pents]
+            t_all, t_ingest, lat = measure(
+                hook,
+                ents,
+                [f"173.16.{i // 256}.{i % 256}" for i in range(paced)],
+                rate,
+                post,
+                lambda e: post([e]),
+                "alertmanager",
+            )
         finally:
             client.close()
             am.stop()
