@@ -16,7 +16,26 @@ It starts its own ``redis-server`` on a free port and a local HTTP receiver, the
    moment it is handed to the pipeline to the receiver's 200 (``latency_p50_s``,
    ``latency_p99_s``);
 3. **baseline**, in the same run: a plain loop POSTing the same alerts directly (one
-   Alertmanager-v4 payload each, one keep-alive connection, no state, no outbox).
+   Alertmanager-v4 payload each, one keep-alive httpx connection, no state, no outbox);
+4. **alertmanager** (when installed): the same alerts through a real Alertmanager, measured
+   the same way (``alertmanager_alerts_per_s``, ``ratio_to_alertmanager``).
+
+Same workload and same receiver for every tool: one notification (webhook POST) per group,
+answered by one receiver process (``ThreadingHTTPServer`` with a listen backlog of 1024:
+with Python's default of 5, the connections Alertmanager opens for a burst lost SYNs and
+waited for TCP's 1 s retransmit, which measured the receiver, not Alertmanager).
+
+What each guarantees when it answers:
+
+- **Vigil** commits the alert state, the notification log and the notification itself (its
+  outbox item) to Redis in one ``MULTI``/``EXEC`` before ``observe`` returns, and deletes an
+  item only after the receiver's ``2xx``: a SIGKILL of the process at any point loses no
+  notification (it is sent again, with the same ``Idempotency-Key``, after the restart);
+  with Redis AOF, neither does a Redis crash. Each POST is HMAC-SHA256 signed.
+- **Alertmanager** keeps alerts and pending notifications in memory and snapshots its
+  notification log (and silences) to disk every 15 minutes: a SIGKILL loses the alerts
+  it had accepted until Prometheus sends them again, and may repeat notifications sent
+  since the last snapshot. Webhooks are not signed.
 
 It prints a table and ends with one JSON line.
 """
@@ -83,8 +102,10 @@ class H(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
     def log_message(self, *a):
         pass
-srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-srv.daemon_threads = True
+class S(http.server.ThreadingHTTPServer):
+    request_queue_size = 1024  # the default listen backlog (5) drops SYNs of a burst
+    daemon_threads = True
+srv = S(("127.0.0.1", 0), H)
 print(srv.server_address[1], flush=True)
 srv.serve_forever()
 """

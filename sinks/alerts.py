@@ -40,6 +40,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -72,6 +73,8 @@ def _format_number(x: float) -> str:
     return repr(float(x))
 
 
+# Cached: an alert's startsAt is formatted for each of its transitions and notifications.
+@functools.lru_cache(maxsize=4096)
 def _rfc3339(ts: float) -> str:
     """UTC RFC 3339 with only as many fractional digits as needed (as Go's RFC3339Nano)."""
     if not math.isfinite(ts):
@@ -209,6 +212,8 @@ def _common(dicts: list[dict[str, str]]) -> dict[str, str]:
     if not dicts:
         return {}
     first, *rest = dicts
+    if not rest:  # one alert per notification is the common case
+        return dict(first)
     return {k: v for k, v in first.items() if all(d.get(k) == v for d in rest)}
 
 

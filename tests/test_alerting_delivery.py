@@ -3,6 +3,7 @@ redis-server for state and outbox, and a real prometheus-alertmanager."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import uuid
@@ -14,9 +15,10 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 from vigil.sinks.alerting.delivery import WebhookIntegration
+from vigil.sinks.alerting.dispatcher import Dispatcher
 from vigil.sinks.alerting.engine import AlertEngine, ManualClock
 from vigil.sinks.alerting.model import Notification
-from vigil.sinks.alerting.outbox import Dispatcher, OutboxItem, RedisOutbox, RetryPolicy
+from vigil.sinks.alerting.outbox import OutboxItem, RedisOutbox, RetryPolicy
 from vigil.sinks.alerting.routing import Route
 from vigil.sinks.alerting.service import AlertingService
 from vigil.sinks.alerting.store import RedisStore
@@ -109,6 +111,35 @@ def test_retry_policy(
         assert dead.attempts == attempts and dead.last_status == replies[-1]
     keys = {q.headers["idempotency-key"] for q in http_receiver.requests}
     assert len(keys) == 1  # every retry carries the same key
+    wh.close()
+
+
+def test_a_claimed_batch_is_sent_together_and_each_outcome_is_its_own(
+    r: Any, http_receiver: HttpReceiver
+) -> None:
+    # One claim of several items for one webhook: sent at once (one connection each);
+    # each answer decides its own item as if it had been sent alone.
+    http_receiver.script([200, 503, 400, Reply(drop=True), 200, 200])
+    ob = RedisOutbox(r, prefix=f"t:{uuid.uuid4().hex[:8]}")
+    wh = WebhookIntegration(http_receiver.url, secret=SECRET, timeout_s=2)
+    disp = Dispatcher(
+        ob, {"ops/0": wh}, policy=RetryPolicy(max_attempts=3, base_s=0.01, max_s=0.02), lease_s=5
+    )
+    notes = [dataclasses.replace(note(i), group_key=f"g{i}") for i in range(6)]  # 6 groups
+    ob.put([it for n in notes for it in wh.render(n, "ops/0")], time.time())
+    assert disp.run_once(limit=16) == 6
+    assert len(http_receiver.requests) == 6
+    assert ob.depth() == (2, 1)  # 503 and a dropped connection wait for a retry; 400 is dead
+    (dead,) = ob.dead_items()
+    assert (dead.attempts, dead.last_status, dead.last_reason) == (1, 400, "http_4xx")
+    deadline = time.monotonic() + 10
+    while ob.depth()[0] and time.monotonic() < deadline:
+        disp.run_once()
+        time.sleep(0.02)
+    assert ob.depth() == (0, 1)
+    assert len(http_receiver.accepted) == 5
+    for q in http_receiver.requests:
+        assert verify_signature(SECRET, q.headers, q.body)
     wh.close()
 
 

@@ -313,9 +313,17 @@ def test_secret_and_url_token_never_logged(caplog: pytest.LogCaptureFixture) -> 
 # -- against the real HTTP receiver ---------------------------------------------------------
 
 
+@pytest.fixture(params=[True, False], ids=["lean", "httpx"])
+def lean(request: pytest.FixtureRequest) -> bool:
+    """Each real-receiver case runs with the lean HTTP/1.1 client and with httpx."""
+    return bool(request.param)
+
+
 @pytest.fixture
-def real_client(http_receiver: HttpReceiver) -> Iterator[WebhookClient]:
-    with WebhookClient(http_receiver.url, secret=SECRET, sleep=lambda _s: None) as client:
+def real_client(http_receiver: HttpReceiver, lean: bool) -> Iterator[WebhookClient]:
+    with WebhookClient(
+        http_receiver.url, secret=SECRET, sleep=lambda _s: None, lean=lean
+    ) as client:
         yield client
 
 
@@ -390,10 +398,10 @@ def test_sign_matches_reference_hmac_and_round_trips(secret: bytes, body: bytes)
     assert not verify_signature(secret, headers, body + b"\x00", now=T0)
 
 
-def test_real_receiver_503_twice_then_200(http_receiver: HttpReceiver) -> None:
+def test_real_receiver_503_twice_then_200(http_receiver: HttpReceiver, lean: bool) -> None:
     http_receiver.script([503, 503, 200])
     delays: list[float] = []
-    with WebhookClient(http_receiver.url, secret=SECRET, sleep=delays.append) as client:
+    with WebhookClient(http_receiver.url, secret=SECRET, sleep=delays.append, lean=lean) as client:
         result = client.post(b'{"n": 1}', idempotency_key="once")
     assert result == DeliveryResult(True, 200, 3, "ok")
     assert [r.status for r in http_receiver.requests] == [503, 503, 200]
@@ -401,18 +409,23 @@ def test_real_receiver_503_twice_then_200(http_receiver: HttpReceiver) -> None:
     assert len(delays) == 2
 
 
-def test_real_receiver_retry_after_is_honoured(http_receiver: HttpReceiver) -> None:
+def test_real_receiver_retry_after_is_honoured(http_receiver: HttpReceiver, lean: bool) -> None:
     http_receiver.script([Reply(429, {"Retry-After": "2"}), 200])
     delays: list[float] = []
-    with WebhookClient(http_receiver.url, secret=None, sleep=delays.append) as client:
+    with WebhookClient(http_receiver.url, secret=None, sleep=delays.append, lean=lean) as client:
         assert client.post(b"{}", idempotency_key="k").ok
     assert delays == [2.0]
 
 
-def test_real_receiver_timeout(http_receiver: HttpReceiver) -> None:
+def test_real_receiver_timeout(http_receiver: HttpReceiver, lean: bool) -> None:
     http_receiver.script([Reply(200, delay_s=2.0)])
     with WebhookClient(
-        http_receiver.url, secret=SECRET, timeout_s=0.2, max_attempts=2, sleep=lambda _s: None
+        http_receiver.url,
+        secret=SECRET,
+        timeout_s=0.2,
+        max_attempts=2,
+        sleep=lambda _s: None,
+        lean=lean,
     ) as client:
         result = client.post(b"{}", idempotency_key="k")
     # The first attempt timed out; the second (unscripted) one succeeded.
@@ -420,20 +433,20 @@ def test_real_receiver_timeout(http_receiver: HttpReceiver) -> None:
 
 
 def test_real_receiver_dropped_connection_is_a_transport_error(
-    http_receiver: HttpReceiver,
+    http_receiver: HttpReceiver, lean: bool
 ) -> None:
     http_receiver.script([Reply(drop=True)] * 2)
     with WebhookClient(
-        http_receiver.url, secret=SECRET, max_attempts=2, sleep=lambda _s: None
+        http_receiver.url, secret=SECRET, max_attempts=2, sleep=lambda _s: None, lean=lean
     ) as client:
         result = client.post(b"{}", idempotency_key="k")
     assert result == DeliveryResult(False, None, 2, "transport_error")
 
 
-def test_real_receiver_down(http_receiver: HttpReceiver) -> None:
+def test_real_receiver_down(http_receiver: HttpReceiver, lean: bool) -> None:
     http_receiver.down()
     with WebhookClient(
-        http_receiver.url, secret=SECRET, max_attempts=3, sleep=lambda _s: None
+        http_receiver.url, secret=SECRET, max_attempts=3, sleep=lambda _s: None, lean=lean
     ) as client:
         result = client.post(b"{}", idempotency_key="k")
     assert result == DeliveryResult(False, None, 3, "transport_error")

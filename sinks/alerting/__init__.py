@@ -9,7 +9,8 @@
   :mod:`vigil.sinks.alerting.templates`: the routing tree, plain data, English and Vietnamese
   summaries.
 - :mod:`vigil.sinks.alerting.store`: state in memory (mirrored to a folder) or in Redis.
-- :mod:`vigil.sinks.alerting.outbox`: persisted deliveries, retries, dead letters.
+- :mod:`vigil.sinks.alerting.outbox`: persisted deliveries and dead letters; the threads
+  that send and retry them in :mod:`vigil.sinks.alerting.dispatcher`.
 - :mod:`vigil.sinks.alerting.delivery`: integrations (the signed webhook; PagerDuty, Slack,
   Alertmanager and Grafana live in ``sinks/``).
 - :mod:`vigil.sinks.alerting.service`: the running pipeline; its bytewax sink in

@@ -18,7 +18,7 @@ Grafana live in their own modules in ``sinks/``.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import httpx
@@ -27,7 +27,7 @@ from vigil.sinks.alerting.model import Notification
 from vigil.sinks.alerting.outbox import OutboxItem, SendResult
 from vigil.sinks.alerting.templates import Templates
 from vigil.sinks.alerts import webhook_payload
-from vigil.sinks.webhook import WebhookClient, status_reason
+from vigil.sinks.webhook import DeliveryResult, WebhookClient, status_reason
 
 RETRYABLE = frozenset({"timeout", "transport_error", "http_429", "http_5xx"})
 
@@ -89,14 +89,6 @@ class JsonPoster:
         self._client.close()
 
 
-def common(dicts: list[Mapping[str, str]]) -> dict[str, str]:
-    """Pairs with the same value in every mapping."""
-    if not dicts:
-        return {}
-    first, *rest = dicts
-    return {k: v for k, v in first.items() if all(d.get(k) == v for d in rest)}
-
-
 class WebhookIntegration:
     """Alertmanager webhook v4 payloads, HMAC-signed, one POST per notification.
 
@@ -146,8 +138,6 @@ class WebhookIntegration:
         )
         body["groupKey"] = n.group_key
         body["groupLabels"] = dict(n.group_labels)
-        body["commonLabels"] = common([a["labels"] for a in alerts])
-        body["commonAnnotations"] = common([a["annotations"] for a in alerts])
         body["reason"] = n.reason
         name = n.group_labels.get("alertname") or body["commonLabels"].get("alertname", "vigil")
         firing = sum(a["status"] == "firing" for a in alerts)
@@ -181,10 +171,18 @@ class WebhookIntegration:
 
     def send(self, item: OutboxItem) -> SendResult:
         body = orjson.dumps(item.payload)
-        res = self._client.post(body, idempotency_key=item.id)
-        if res.ok:
-            return SendResult(True, False, "ok", res.status)
-        return SendResult(False, res.reason in RETRYABLE, res.reason, res.status)
+        return _send_result(self._client.post(body, idempotency_key=item.id))
+
+    def send_many(self, items: Sequence[OutboxItem]) -> list[SendResult]:
+        """:meth:`send` for several items, sent together (one connection each)."""
+        results = self._client.post_many([(orjson.dumps(it.payload), it.id) for it in items])
+        return [_send_result(r) for r in results]
 
     def close(self) -> None:
         self._client.close()
+
+
+def _send_result(res: DeliveryResult) -> SendResult:
+    if res.ok:
+        return SendResult(True, False, "ok", res.status)
+    return SendResult(False, res.reason in RETRYABLE, res.reason, res.status)

@@ -203,6 +203,13 @@ class AlertEngine(Lifecycle, Notifier):
         self._counts = {"pending": 0, "firing": 0, "resolved": 0}
         self._inhibit_index: list[dict[tuple[str, ...], list[str]]] | None = None
         self._targets: dict[str, bool] = {}  # fingerprint -> matches some rule's target side
+        # What a flush of an unchanged group can skip (Notifier._unchanged): a counter of
+        # state changes, the change that last touched each alert, a counter of silence and
+        # ack changes, and per group the counters (and wall time) at its last flush.
+        self._gen = 0
+        self._alert_gen: dict[str, int] = {}
+        self._mute_gen = 0
+        self._flushed: dict[str, tuple[int, int, float]] = {}
         #: Observations that arrived behind their domain's watermark (applied at once).
         self.late = 0
         #: Observations dropped as repeats of what was processed before a restart.
@@ -248,6 +255,8 @@ class AlertEngine(Lifecycle, Notifier):
             heapq.heapify(d.alerts)
             heapq.heapify(d.groups)
         self._inhibit_index = None
+        self._alert_gen = {}
+        self._flushed = {}
         self._changes = Changes()
 
     def clocks(self) -> dict[str, float]:
@@ -270,10 +279,12 @@ class AlertEngine(Lifecycle, Notifier):
 
     def set_silences(self, silences: Iterable[Silence]) -> None:
         self._silences = tuple(silences)
+        self._mute_gen += 1
 
     def set_acks(self, acks: Mapping[str, Mapping[str, Any]]) -> None:
         """Acknowledgements by fingerprint; each names the ``active_at`` it acknowledges."""
         self._acks = dict(acks)
+        self._mute_gen += 1
 
     def alerts_by_state(self) -> dict[str, int]:
         return dict(self._counts)

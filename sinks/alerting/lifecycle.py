@@ -39,6 +39,8 @@ class Lifecycle:
     _counts: dict[str, int]
     _transitions: list[Transition]
     _inhibit_index: list[dict[tuple[str, ...], list[str]]] | None
+    _gen: int
+    _alert_gen: dict[str, int]
 
     if TYPE_CHECKING:
 
@@ -134,6 +136,7 @@ class Lifecycle:
             self._changes.alerts.pop(fp, None)
             self._changes.alerts_deleted.add(fp)
             self._transition(a, "pending", now, new="inactive")
+            self._alert_gen.pop(fp, None)  # gone: a group holding it sees it missing
             return
         if a.state == "firing":
             a.state = "resolved"
@@ -149,6 +152,7 @@ class Lifecycle:
             heapq.heappush(self._dom(a.clock).alerts, (now + self.resolved_retention_s, fp))
             return
         del self.alerts[fp]
+        self._alert_gen.pop(fp, None)
         self._counts["resolved"] -= 1
         self._changes.alerts.pop(fp, None)
         self._changes.alerts_deleted.add(fp)
@@ -190,6 +194,8 @@ class Lifecycle:
 
     def _transition(self, a: Alert, old: str, now: float, *, new: str | None = None) -> None:
         self._inhibit_index = None  # firing sources may have changed
+        self._gen += 1
+        self._alert_gen[a.fingerprint] = self._gen
         self._transitions.append(
             Transition(
                 fingerprint=a.fingerprint,

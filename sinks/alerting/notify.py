@@ -68,6 +68,10 @@ class Notifier:
     _changes: Changes
     _inhibit_index: list[dict[tuple[str, ...], list[str]]] | None
     _targets: dict[str, bool]
+    _gen: int
+    _alert_gen: dict[str, int]
+    _mute_gen: int
+    _flushed: dict[str, tuple[int, int, float]]
 
     if TYPE_CHECKING:
 
@@ -137,18 +141,63 @@ class Notifier:
         return ack is not None and float(ack.get("active_at", -1)) == a.active_at
 
     # -- notifications ---------------------------------------------------------------------
+    def _unchanged(self, g: Group, route: Route, entry: LogEntry | None, now: float) -> bool:
+        """Whether flushing ``g`` again would decide exactly what its last flush did.
+
+        After a flush a group holds only firing alerts (muted or not) and its log entry says
+        what the receiver knows, so a flush with the same alerts in the same states and the
+        same muting decides nothing: it only moves the group's timer. That holds until one
+        of its alerts changes state (:attr:`_alert_gen`), the silences or acks change
+        (:attr:`_mute_gen`), a silence starts or ends, a reminder falls due, or, with
+        inhibit rules, any alert changes state while one of the group's can be a target.
+        Maintenance windows follow event time: groups they can mute always flush.
+        """
+        stamp = self._flushed.get(g.key)
+        if stamp is None:
+            return False
+        gen, mute_gen, wall = stamp
+        if mute_gen != self._mute_gen or self._global_windows or route.mute_windows:
+            return False
+        if entry is not None and entry.clock < now - route.repeat_interval:
+            return False  # a reminder may be due
+        if self._silences:
+            lo, hi = sorted((wall, self.wall()))
+            if any(lo < s.starts_at <= hi or lo < s.ends_at <= hi for s in self._silences):
+                return False
+        if gen == self._gen:  # no alert changed state anywhere since
+            return True
+        alerts, seen, targets = self.alerts, self._alert_gen, self._targets
+        inhibit = bool(self.inhibit_rules)
+        for fp in g.fingerprints:
+            if fp not in alerts or seen.get(fp, 0) > gen:
+                return False
+            if inhibit and targets.get(fp, True):
+                return False  # another alert's change may inhibit it, or stop doing so
+        return True
+
+    def _reschedule(self, g: Group, route: Route, now: float) -> None:
+        """The group's next flush, one ``group_interval`` from ``now``."""
+        g.next_flush = now + route.group_interval
+        heapq.heappush(self._dom(g.clock).groups, (g.next_flush, g.key))
+        self._changes.groups[g.key] = g
+
     def _flush(self, g: Group, now: float) -> list[Notification]:
         route = self._routes.get(g.route)
         if route is None:  # the route tree changed since this group was stored
             route = self.route
-        opts = self.receivers.get(g.receiver, ReceiverOptions())
         nkey = f"{g.receiver}|{g.key}"
         entry = self.nflog.get(nkey)
+        if self._unchanged(g, route, entry, now):
+            self._reschedule(g, route, now)
+            return []
+        opts = self.receivers.get(g.receiver, ReceiverOptions())
+        wall = self.wall() if self._silences else 0.0  # before any silence is read
         told_firing = set(entry.firing) if entry else set()
         firing: list[Alert] = []
         resolved: list[Alert] = []
         gone: set[str] = set()
-        for fp in sorted(g.fingerprints):
+        fps = g.fingerprints
+        for fp in sorted(fps) if len(fps) > 1 else fps:
             a = self.alerts.get(fp)
             if a is None or a.state == "pending":
                 gone.add(fp)
@@ -201,16 +250,17 @@ class Notifier:
                         ),
                     )
                 )
-            entry = LogEntry(sorted(firing_set), sorted(resolved_set), now, seq, epoch)
+            entry = LogEntry(_sorted(firing_set), _sorted(resolved_set), now, seq, epoch)
             self.nflog[nkey] = entry
             self._changes.nflog[nkey] = entry
-        g.fingerprints -= gone
+        if gone:
+            g.fingerprints -= gone
         g.has_flushed = True
         if g.fingerprints:
-            g.next_flush = now + route.group_interval
-            heapq.heappush(self._dom(g.clock).groups, (g.next_flush, g.key))
-            self._changes.groups[g.key] = g
+            self._reschedule(g, route, now)
+            self._flushed[g.key] = (self._gen, self._mute_gen, wall)
         else:
+            self._flushed.pop(g.key, None)
             del self.groups[g.key]
             self._changes.groups.pop(g.key, None)
             self._changes.groups_deleted.add(g.key)
@@ -239,6 +289,10 @@ class Notifier:
             "fingerprint": a.fingerprint,
             "dedup_key": f"{a.fingerprint}@{int(a.active_at)}",
         }
+
+
+def _sorted(fps: set[str]) -> list[str]:
+    return sorted(fps) if len(fps) > 1 else list(fps)
 
 
 def _needs_update(

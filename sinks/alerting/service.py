@@ -41,6 +41,7 @@ from typing import IO, Any, Protocol
 import orjson
 from prometheus_client import REGISTRY, CollectorRegistry
 from vigil.sinks.alerting.delivery import Integration
+from vigil.sinks.alerting.dispatcher import Dispatcher
 from vigil.sinks.alerting.engine import AlertEngine, Observation
 from vigil.sinks.alerting.incident_store import (
     load_incidents,
@@ -52,7 +53,6 @@ from vigil.sinks.alerting.incidents import IncidentSettings, correlate_step
 from vigil.sinks.alerting.metrics import LATENCY_BUCKETS, AlertingMetrics  # noqa: F401
 from vigil.sinks.alerting.model import Notification, Silence, Transition
 from vigil.sinks.alerting.outbox import (
-    Dispatcher,
     Outbox,
     OutboxItem,
     RedisOutbox,
