@@ -47,6 +47,28 @@ PREFIX, HOST, USER = "prefix", "host", "user"
 _KEY = {PREFIX: "p:", HOST: "h:", USER: "u:"}
 
 
+class Memo(dict[Any, Any]):
+    """A bounded cache of ``fn``: ``memo[key]`` is ``fn(key)``, computed once (then a
+    dict lookup, in C). Emptied when it holds ``_CACHE`` keys, so memory stays bounded.
+
+    >>> m = Memo(str.upper)
+    >>> m["a"], m["a"], len(m)
+    ('A', 'A', 1)
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def __missing__(self, key: Any) -> Any:
+        if len(self) >= _CACHE:
+            self.clear()
+        got = self[key] = self.fn(key)
+        return got
+
+
 def _distinct(
     table: dict[Any, SlidingDistinct], target: object, item: object, ts: float, w: float, cap: int
 ) -> int:
@@ -95,7 +117,14 @@ class CrowdRouter:
         self.nets = tuple(ipaddress.ip_network(n, strict=False) for n in protected_networks)
         self._inside: dict[str, bool] = {}
         self._prefixes: dict[str, str] = {}
-        self._prefix_keys: dict[str, str] = {}  # ip -> its prefix's crowd key
+        self._prefix_keys = Memo(lambda ip: _KEY[PREFIX] + self.prefix(ip))
+        # What routes() gives per address (the hot path: one cached tuple per role)
+        self._by_source = Memo(lambda ip: (PREFIX, self._prefix_keys[ip]))
+        self._by_target = Memo(
+            lambda dst: (HOST, _KEY[HOST] + dst) if not self.nets or self.protected(dst) else None
+        )
+        self._scan_roles = rules.distributed_scan.enabled, rules.port_fan_in.enabled
+        self._logins = rules.account_many_sources.enabled
 
     def protected(self, ip: str) -> bool:
         """Whether ``ip`` lies in ``security.protected_networks``."""
@@ -136,12 +165,7 @@ class CrowdRouter:
 
     def prefix_key(self, ip: str) -> str:
         """The crowd key of ``ip``'s source prefix (``p:`` and :meth:`prefix`)."""
-        got = self._prefix_keys.get(ip)
-        if got is None:
-            if len(self._prefix_keys) >= _CACHE:
-                self._prefix_keys.clear()
-            got = self._prefix_keys[ip] = _KEY[PREFIX] + self.prefix(ip)
-        return got
+        return self._prefix_keys[ip]
 
     @staticmethod
     def probe(ev: SecurityEvent) -> bool:
@@ -160,18 +184,29 @@ class CrowdRouter:
         ip = ev.source_ip
         if ip is None:
             return []
-        r = self.rules
-        out: list[tuple[str, str]] = []
-        if ev.action == "authentication":
-            if r.account_many_sources.enabled and ev.outcome == "success" and ev.user_name:
-                out.append((USER, _KEY[USER] + ev.user_name))
-        elif self.probe(ev):
-            if r.distributed_scan.enabled:
-                out.append((PREFIX, self.prefix_key(ip)))
-            dst = str(ev.destination_ip)
-            if r.port_fan_in.enabled and (not self.nets or self.protected(dst)):
-                out.append((HOST, _KEY[HOST] + dst))
-        return out
+        action = ev.action
+        if action == "connection":
+            # probe(ev), inlined: this runs on every connection
+            dst = ev.destination_ip
+            if (
+                ev.conn_state in UNANSWERED
+                and ev.reason != BACKWARD
+                and dst is not None
+                and ev.destination_port is not None
+                and ev.transport != "icmp"
+            ):
+                by_prefix, by_host = self._scan_roles
+                out = [self._by_source[ip]] if by_prefix else []
+                if by_host:
+                    host = self._by_target[dst]
+                    if host is not None:
+                        out.append(host)
+                return out
+        elif (
+            action == "authentication" and self._logins and ev.outcome == "success" and ev.user_name
+        ):
+            return [(USER, _KEY[USER] + ev.user_name)]
+        return []
 
 
 class _Crowds:
@@ -269,7 +304,7 @@ class _Crowds:
         ip, dst, port = str(ev.source_ip), str(ev.destination_ip), int(ev.destination_port or 0)
         proto = ev.transport or "tcp"
         ts = ev.ts
-        c = self._crowd(self._router.prefix_key(ip), ts)
+        c = self._crowd(self._router._prefix_keys[ip], ts)  # prefix_key(ip), inlined
         h = c.hits  # c.hit(ip), inlined
         if ip in h:
             h[ip] += 1
@@ -279,10 +314,11 @@ class _Crowds:
         n_addr = _distinct(sets, ("addresses", dst), ip, ts, ds.window_s, 2 * ds.addresses)
         pp = f"{port}/{proto}"
         n_ports = _distinct(sets, ("ports", dst), pp, ts, ds.window_s, 2 * ds.ports)
+        act = c.active
+        if not act and (n_addr < ds.addresses or n_ports < ds.ports):
+            return  # no hit, nothing to extend: the common case
         hit = n_addr >= ds.addresses and n_ports >= ds.ports
-        if not (hit or c.active):
-            return
-        ep = _ongoing(c.active, ("distributed_scan", ""), ts)
+        ep = _ongoing(act, ("distributed_scan", ""), ts)
         refresh = self._refresh(ds)
         if ep is not None and ts - ep.last_emit < refresh:  # the common case, inlined
             ep.count("addresses", ip)

@@ -165,7 +165,8 @@ class _Episode:
     reported at most every ``refresh_s``; its end can be that much early, never late).
     """
 
-    __slots__ = (
+    #: What a snapshot holds (``_names`` is a cache, rebuilt after a restore).
+    _STATE = (
         "evidence",
         "first_seen",
         "hold",
@@ -177,6 +178,7 @@ class _Episode:
         "start_value",
         "targets",
     )
+    __slots__ = (*_STATE, "_names")
 
     def __init__(self, ts: float, value: float, first_seen: float, hold: float = 0.0) -> None:
         self.hold = hold
@@ -190,6 +192,9 @@ class _Episode:
         self.last_emit = ts
         self.first_seen = first_seen
         self.evidence: dict[str, dict[str, int]] = {}
+        # Per evidence list, its items sorted by name: count() only ever adds items, so a
+        # list of the same length holds the same items and the sort is not redone.
+        self._names: dict[str, list[str]] | None = None
 
     def count(self, name: str, item: str, n: int = 1) -> None:
         c = self.evidence.get(name)
@@ -201,23 +206,29 @@ class _Episode:
             c["other"] = c.get("other", 0) + n
 
     def top(self) -> tuple[tuple[str, tuple[tuple[str, int], ...]], ...]:
-        # Most counted first, then by name: names sorted, then (stable, and reverse keeps
-        # the order of ties) by count; two sorts in C beat one with a Python key.
-        out = tuple(
-            (name, tuple(zip(ks, map(c.__getitem__, ks), strict=True)))
-            for name, c in self.evidence.items()
-            for ks in (sorted(sorted(c), key=c.__getitem__, reverse=True)[:_EVIDENCE_TOP],)
-        )
+        # Most counted first, then by name: names sorted (cached), then (stable, and reverse
+        # keeps the order of ties) by count; two sorts in C beat one with a Python key.
+        names = self._names
+        if names is None:
+            names = self._names = {}
+        out: list[tuple[str, tuple[tuple[str, int], ...]]] = []
+        for name, c in self.evidence.items():
+            ks = names.get(name)
+            if ks is None or len(ks) != len(c):
+                ks = names[name] = sorted(c)
+            ks = sorted(ks, key=c.__getitem__, reverse=True)[:_EVIDENCE_TOP]
+            out.append((name, tuple(zip(ks, map(c.__getitem__, ks), strict=True))))
         if self.scans:
-            out += (("scans", tuple((k, int(v)) for k, v in self.scans.items())),)
-        return out
+            out.append(("scans", tuple((k, int(v)) for k, v in self.scans.items())))
+        return tuple(out)
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, s) for s in self.__slots__)
+        return tuple(getattr(self, s) for s in self._STATE)
 
     def __setstate__(self, st: tuple[Any, ...]) -> None:
-        for s, v in zip(self.__slots__, st, strict=True):
+        for s, v in zip(self._STATE, st, strict=True):
             setattr(self, s, v)
+        self._names = None
 
 
 Evidence = Callable[[_Episode], None]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, cast
 from bytewax.operators import StatefulBatchLogic
 from vigil.flows.config.base import shard_of
 from vigil.flows.config.shards import shard_index, shard_names
+from vigil.flows.security.crowds import Memo
 from vigil.flows.security.episodes import FEED
 from vigil.flows.security.parsers import LineParser
 from vigil.flows.security.rules import RulesSnapshot, SecurityRules
@@ -117,7 +118,7 @@ def make_parse_batch(
     """
     match = sigma.match if sigma else None
     newest: dict[str, float] = {}
-    shard_cache: dict[str, str] = {}
+    shard = Memo(lambda key: shard_of(key, shards))  # key -> its shard, in C once cached
     names = shard_names(shards)
 
     def parse_batch(raws: list[RawLine]) -> list[Parsed]:
@@ -192,12 +193,7 @@ def make_parse_batch(
                 ip = r.source_ip
                 if match is not None:
                     for rule in match(r, raw.text):
-                        ent = ip or r.host_name or ds
-                        key = shard_cache.get(ent)
-                        if key is None:
-                            if len(shard_cache) > 100_000:
-                                shard_cache.clear()
-                            key = shard_cache[ent] = shard_of(ent, shards)
+                        key = shard[ip or r.host_name or ds]
                         hits.setdefault(key, []).append((rule.index, r, raw.text))
                 if ip is not None and not closed:
                     # Events per source and window: an anomaly's top contributors.
@@ -212,11 +208,7 @@ def make_parse_batch(
                         cur_sb = sb
                     sb[ip] = sb.get(ip, 0) + 1
                 if ip is not None and action != "other":
-                    key = shard_cache.get(ip)
-                    if key is None:
-                        if len(shard_cache) > 100_000:
-                            shard_cache.clear()
-                        key = shard_cache[ip] = shard_of(ip, shards)
+                    key = shard[ip]
                     g = groups.get(key)
                     if g is None:
                         groups[key] = [r]
@@ -226,17 +218,13 @@ def make_parse_batch(
                     if routes is not None and (
                         action == "connection" or action == "authentication"
                     ):
-                        for role, ck in routes(r):
-                            key = shard_cache.get(ck)
-                            if key is None:
-                                if len(shard_cache) > 100_000:
-                                    shard_cache.clear()
-                                key = shard_cache[ck] = shard_of(ck, shards)
+                        for route in routes(r):
+                            key = shard[route[1]]
                             cg = crowds.get(key)
                             if cg is None:
-                                crowds[key] = [(role, r)]
+                                crowds[key] = [(route[0], r)]
                             else:
-                                cg.append((role, r))
+                                cg.append((route[0], r))
             else:
                 k = (raw.fmt, "dead_lettered")
                 lines[k] = lines.get(k, 0) + 1

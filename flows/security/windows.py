@@ -116,28 +116,16 @@ class SlidingDistinct:
         [1, 2, 3, 3, 1]
         """
         last = self._last
-        if key in last:
-            del last[key]
-            last[key] = ts
-        elif len(last) < self.cap:
-            last[key] = ts
-        else:
-            self._expire(ts)
-            if len(last) < self.cap:
-                last[key] = ts
-            else:
-                if self._hll is None:
-                    self._hll = hll_sketch(_HLL_LG_K)
-                self._hll.update(str(key))
+        # Seen before (popped, to move to the end), or room for it: the common case.
+        if last.pop(key, None) is None and len(last) >= self.cap:
+            self.add(key, ts)  # at the cap: expire, then keep it or count it in the sketch
+            return self.count(ts)
+        last[key] = ts
         # count(ts), with the common case (nothing to expire) checked first
-        if last and last[next(iter(last))] < ts - self.window_s:
+        if last[next(iter(last))] < ts - self.window_s:
             self._expire(ts)
-        elif not last:
-            self._hll = None
-        n = len(last)
-        if self._hll is not None:
-            n += round(self._hll.get_estimate())
-        return n
+        hll = self._hll
+        return len(last) if hll is None else len(last) + round(hll.get_estimate())
 
     def _expire(self, now: float) -> None:
         last = self._last
