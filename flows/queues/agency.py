@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 from datasketches import kll_floats_sketch
-from vigil.detectors.calendar import CalendarBaseline, CalendarBaselineState
-from vigil.detectors.cusum import CUSUM
+from vigil.detectors.calendar import CalendarBaselineState
+from vigil.flows.queues.baselines import SlotBaseline, StepCUSUM
 from vigil.flows.queues.config import ServiceQueuesConfig
 
 from vigil.records import QueueStats
@@ -109,6 +109,7 @@ class _ServiceBaselines:
     """
 
     __slots__ = (
+        "_buf",
         "_cand",
         "_pending",
         "_pending_slots",
@@ -142,7 +143,10 @@ class _ServiceBaselines:
         self.cum = np.zeros(8)  # count so far today, per row
         self.over: set[int] | None = set()  # rows whose count today reached the surge minimum
         self.seen = -1  # how many services of the agency's levels were looked at
-        self._pending: list[tuple[int, int, np.ndarray]] = []
+        # Pending slots and row counts; column j of _buf is the cum of the j-th pending
+        # slot (rows not added yet are 0 there, as in cum).
+        self._pending: list[tuple[int, int]] = []
+        self._buf = np.zeros((8, slots))
         self._pending_slots: set[int] = set()
         self._cand: dict[int, list[int]] = {}
 
@@ -157,6 +161,7 @@ class _ServiceBaselines:
             self.mean = np.vstack([self.mean, np.zeros((grow, self.slots))])
             self.var = np.vstack([self.var, np.zeros((grow, self.slots))])
             self.cum = np.concatenate([self.cum, np.zeros(grow)])
+            self._buf = np.vstack([self._buf, np.zeros((grow, self.slots))])
         self.names.append(name)
         self.index[name] = i
         return i
@@ -172,8 +177,8 @@ class _ServiceBaselines:
             self.flush()  # the slot came twice in a day (DST): learn in order
         self.clip_z = clip_z
         self.min_count = min_count
-        k = len(self.names)
-        self._pending.append((slot, k, self.cum[:k].copy()))
+        self._buf[:, len(self._pending)] = self.cum
+        self._pending.append((slot, len(self.names)))
         self._pending_slots.add(slot)
 
     def flush(self) -> None:
@@ -181,21 +186,19 @@ class _ServiceBaselines:
             return
         pend, self._pending = self._pending, []
         self._pending_slots = set()
-        rows = max(k for _s, k, _x in pend)
+        rows = max(k for _s, k in pend)
         first_col = pend[0][0]
         cols: Any
         if all(p[0] == first_col + j for j, p in enumerate(pend)):
             cols = slice(first_col, first_col + len(pend))  # one local day: a view
         else:
             cols = np.array([p[0] for p in pend], dtype=np.int64)
+        x = self._buf[:rows, : len(pend)]
         if all(p[1] == rows for p in pend):
-            x = np.column_stack([p[2] for p in pend]) if rows else np.zeros((0, len(pend)))
             valid = None
         else:
-            x = np.zeros((rows, len(pend)))
             valid = np.zeros((rows, len(pend)), dtype=bool)
-            for j, (_s, k, xs) in enumerate(pend):
-                x[:k, j] = xs
+            for j, (_s, k) in enumerate(pend):
                 valid[:k, j] = True
         n = self.n[:rows, cols]
         m = self.mean[:rows, cols]
@@ -294,6 +297,7 @@ class _Agency:
         "trail",
         "trail_cache",
         "trail_decided",
+        "trail_done",
         "usual_comp",
     )
 
@@ -307,15 +311,18 @@ class _Agency:
         self.trail_decided = [0, 0]  # deadlines missed and met over the trail
         # Trail figures of the agency (None) and its services, until the trail changes.
         self.trail_cache: dict[str | None, tuple[int, int, Any]] = {}
+        # The counts with completions of the agency (None) and of each service over the
+        # trail, oldest first: the trail figures read these, not every window's bucket.
+        self.trail_done: dict[str | None, deque[_Counts]] = {}
         self.today: str = ""
         self.cum = 0
         self.svc_cum: dict[str, int] = {}
-        self.arr_base = CalendarBaseline(
+        self.arr_base = SlotBaseline(
             slots, alpha=r.arrivals.alpha, grace_period=r.arrivals.grace_days
         )
         self.svc_base = _ServiceBaselines(slots, r.arrivals.alpha, r.arrivals.grace_days)
-        self.net_base = CalendarBaseline(slots, alpha=r.arrivals.alpha, grace_period=1)
-        self.cusum = CUSUM(
+        self.net_base = SlotBaseline(slots, alpha=r.arrivals.alpha, grace_period=1)
+        self.cusum = StepCUSUM(
             k=r.backlog.k,
             h=r.backlog.h,
             alpha=0.05,
@@ -387,17 +394,20 @@ class _Agency:
         ) = st
         self.trail = deque(trail)
         self.trail_cache = {}
+        self.trail_done = {}
+        for _s, b in self.trail:
+            _index_done(self.trail_done, b)
         self.trail_decided = [
             sum(b.agency.breaches for _s, b in self.trail),
             sum(b.agency.met for _s, b in self.trail),
         ]
-        self.arr_base = CalendarBaseline(slots, alpha=alpha, grace_period=grace)
+        self.arr_base = SlotBaseline(slots, alpha=alpha, grace_period=grace)
         self.arr_base.restore(arr)
         self.svc_base = _ServiceBaselines(slots, alpha, grace)
         self.svc_base.restore(svc, self.svc_cum)
-        self.net_base = CalendarBaseline(slots, alpha=alpha, grace_period=1)
+        self.net_base = SlotBaseline(slots, alpha=alpha, grace_period=1)
         self.net_base.restore(net)
-        self.cusum = CUSUM(k=k, h=h, alpha=0.05, grace_period=cgrace, min_std=0.5)
+        self.cusum = StepCUSUM(k=k, h=h, alpha=0.05, grace_period=cgrace, min_std=0.5)
         self.cusum.restore(cus)
         self.backlog_hist, self.net_hist, self.office = deque(bh), deque(nh), deque(office)
 
@@ -465,14 +475,56 @@ def window_stats(
     return out
 
 
-def trail_moved(a: _Agency, bk: _Bucket) -> None:
-    """``bk`` entered or left the trail: forget the figures its completions change."""
+def _index_done(done: dict[str | None, deque[_Counts]], bk: _Bucket) -> None:
+    """Add the counts of ``bk`` (newest in the trail) that have completions."""
     if bk.agency.completions:
-        cache = a.trail_cache
-        cache.pop(None, None)
+        d = done.get(None)
+        if d is None:
+            d = done[None] = deque()
+        d.append(bk.agency)
         for svc, sc in bk.services.items():
             if sc.completions:
-                cache.pop(svc, None)
+                d = done.get(svc)
+                if d is None:
+                    d = done[svc] = deque()
+                d.append(sc)
+
+
+def trail_push(a: _Agency, start: float, bk: _Bucket, trail_n: int) -> None:
+    """``bk``, the window from ``start``, enters the trail; the oldest beyond ``trail_n``
+    leave it. Keeps the deadlines decided, the index of completions and the cache."""
+    trail, dec = a.trail, a.trail_decided
+    trail.append((start, bk))
+    c = bk.agency
+    dec[0] += c.breaches
+    dec[1] += c.met
+    if c.completions:
+        _trail_moved(a, bk)
+        _index_done(a.trail_done, bk)
+    while len(trail) > trail_n:
+        gone = trail.popleft()[1]
+        g = gone.agency
+        dec[0] -= g.breaches
+        dec[1] -= g.met
+        if g.completions:
+            _trail_moved(a, gone)
+            done = a.trail_done
+            done[None].popleft()  # the oldest entries are the leaving window's
+            for svc, sc in gone.services.items():
+                if sc.completions:
+                    d = done[svc]
+                    d.popleft()
+                    if not d:
+                        del done[svc]
+
+
+def _trail_moved(a: _Agency, bk: _Bucket) -> None:
+    """``bk`` entered or left the trail: forget the figures its completions change."""
+    cache = a.trail_cache
+    cache.pop(None, None)
+    for svc, sc in bk.services.items():
+        if sc.completions:
+            cache.pop(svc, None)
 
 
 def trail_figures(a: _Agency, svc: str | None) -> tuple[int, int, Any]:
@@ -488,10 +540,7 @@ def trail_totals(a: _Agency, svc: str | None) -> tuple[int, int, kll_floats_sket
     and merged processing times over the trail: no deadline source, no on-time rate."""
     comp = on_time = 0
     merged: kll_floats_sketch | None = None
-    for _s, b in a.trail:
-        c = b.agency if svc is None else b.services.get(svc)
-        if c is None or not c.completions:
-            continue
+    for c in a.trail_done.get(svc, ()):
         comp += c.judged
         on_time += c.on_time
         if c.proc is not None:

@@ -101,6 +101,7 @@ class WorkCalendar:
         self.office_hours = office_hours
         self._cache: dict[int, tuple[date, int, int]] = {}
         self._types: dict[date, int] = {}
+        self._windows: dict[float, tuple[date, str, int, int, bool]] = {}
 
     def local(self, ts: float) -> tuple[date, int, int]:
         """``(local date, hour, seconds since local midnight)``; cached per hour."""
@@ -113,6 +114,18 @@ class WorkCalendar:
             hit = self._cache[h] = (dt.date(), dt.hour, dt.hour * 3600 + dt.minute * 60)
         d, hour, sec = hit
         return d, hour, sec + int(ts - h * 3600)
+
+    def window(self, start: float) -> tuple[date, str, int, int, bool]:
+        """``(local date, its ISO form, day type, seconds since local midnight, in office
+        hours)`` of the instant ``start``; cached, as every shard asks for each window."""
+        hit = self._windows.get(start)
+        if hit is None:
+            if len(self._windows) > 100_000:
+                self._windows.clear()
+            d, _hour, sec = self.local(start)
+            hit = (d, d.isoformat(), self.day_type_of(d), sec, self.in_office_hours(start))
+            self._windows[start] = hit
+        return hit
 
     def day_type_of(self, d: date) -> int:
         t = self._types.get(d)

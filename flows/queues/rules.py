@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from vigil.detectors.base import Explanation
 from vigil.flows.queues.agency import _Agency, _Bucket
 from vigil.flows.queues.calendar import DAY_TYPES, WorkCalendar
 from vigil.flows.queues.config import ServiceQueuesConfig
@@ -66,23 +65,21 @@ class _QueueRules:
         name: str,
         svc: str,
         x: int,
-        e: Explanation,
+        e: tuple[float, float, float, float],
         end: float,
         day: str,
         dtype: str,
         held: set[str],
     ) -> None:
-        """Emit an arrival surge or drop of the agency (``svc`` empty) or of a service."""
+        """Emit an arrival surge or drop of the agency (``svc`` empty) or of a service.
+
+        ``e`` is the baseline's explanation: score, expected, lower and upper bound."""
         ar = self.cfg.rules.arrivals
-        if e.score == 0.0:
+        score, expected, lower, upper = e
+        if score == 0.0:
             return
-        surge = e.score >= ar.z and x >= ar.ratio * e.expected and x >= ar.min_count
-        drop = (
-            ar.drop
-            and e.score <= -ar.z
-            and x * ar.ratio <= e.expected
-            and e.expected >= ar.min_count
-        )
+        surge = score >= ar.z and x >= ar.ratio * expected and x >= ar.min_count
+        drop = ar.drop and score <= -ar.z and x * ar.ratio <= expected and expected >= ar.min_count
         if not (surge or drop):
             return
         kind = ("service_" if svc else "") + ("arrival_surge" if surge else "arrival_drop")
@@ -99,16 +96,16 @@ class _QueueRules:
             severity=ar.severity,
             observed=float(x),
             threshold=ar.z,
-            expected=e.expected,
-            lower=max(e.lower, 0.0),
-            upper=e.upper,
+            expected=expected,
+            lower=max(lower, 0.0),
+            upper=upper,
             summary=f"{'Surge' if surge else 'Drop'} of {what}",
             description=(
                 f"{x} {what} so far on {day} by {self._clock(end)}, expected "
-                f"{e.expected:.0f} on a {dtype.replace('_', ' ')} (band "
-                f"{max(e.lower, 0):.0f} to {e.upper:.0f}); {abs(e.score):.1f} standard "
+                f"{expected:.0f} on a {dtype.replace('_', ' ')} (band "
+                f"{max(lower, 0):.0f} to {upper:.0f}); {abs(score):.1f} standard "
                 f"deviations {'above' if surge else 'below'} (threshold {ar.z:g}) and "
-                f"{x / max(e.expected, 1e-9):.2f}x expected (threshold "
+                f"{x / max(expected, 1e-9):.2f}x expected (threshold "
                 f"{ar.ratio if surge else 1 / ar.ratio:.2f}x)"
             ),
             extra=(("service", svc),) if svc else (),
@@ -164,11 +161,10 @@ class _QueueRules:
         # A service is judged only when it could pass the thresholds: its count today or
         # its expected count at least ``min_count`` (see _ServiceBaselines).
         judge = detect and ar.enabled
-        if judge:
-            ex = a.arr_base.explain_one(slot, float(a.cum))
-            self._arrival(out, a, name, "", a.cum, ex, end, day, dtype, held)
-        if learn:
-            a.arr_base.learn_one(slot, float(a.cum), clip_z=ar.z)
+        if judge or learn:
+            ex = a.arr_base.explain_learn(slot, float(a.cum), ar.z, learn)
+            if judge and ex[0] != 0.0:
+                self._arrival(out, a, name, "", a.cum, ex, end, day, dtype, held)
         if judge:
             rows = set(over)
             if ar.drop:
@@ -177,42 +173,44 @@ class _QueueRules:
             for i in sorted(rows):
                 svc = names[i]
                 x = a.svc_cum.get(svc, 0)
-                ex = Explanation(*sb.explain(i, slot, float(x)))
-                self._arrival(out, a, name, svc, x, ex, end, day, dtype, held)
+                self._arrival(
+                    out, a, name, svc, x, sb.explain(i, slot, float(x)), end, day, dtype, held
+                )
         if learn:
             sb.record(slot, ar.z, ar.min_count)
 
         # Backlog growth: CUSUM on the net inflow's deviation from its usual level.
         br = r.backlog
         net = float(c.arrivals - c.completions)
-        e = a.net_base.explain_one(slot, net)
-        expected_net = e.expected if a.net_base.count(slot) else 0.0
-        if learn:
-            a.net_base.learn_one(slot, net)
-        a.backlog_hist.append(a.backlog)
-        a.net_hist.append(expected_net)
-        while len(a.backlog_hist) > self.per_day + 1:
-            a.backlog_hist.popleft()
-        while len(a.net_hist) > self.per_day:
-            a.net_hist.popleft()
-        z = max(-_Z_CLIP, min(_Z_CLIP, e.score))
-        if a.cusum.score_one(z) >= 1.0:
+        warm = a.net_base.count(slot)
+        score, expected_net, _lo, _hi = a.net_base.explain_learn(slot, net, None, learn)
+        if not warm:
+            expected_net = 0.0
+        bh, nh = a.backlog_hist, a.net_hist
+        bh.append(a.backlog)
+        nh.append(expected_net)
+        while len(bh) > self.per_day + 1:
+            bh.popleft()
+        while len(nh) > self.per_day:
+            nh.popleft()
+        z = max(-_Z_CLIP, min(_Z_CLIP, score))
+        if a.cusum.score_learn(z) >= 1.0:
             a.signal_ts = end
-        a.cusum.learn_one(z)
         # The shift is signalled when it starts; the backlog shows it over the next day.
         signal = end - a.signal_ts <= self.per_day * self.w
-        growth = a.backlog - a.backlog_hist[0]
-        expected_growth = sum(a.net_hist)
-        excess = growth - max(expected_growth, 0.0)
+        growth = a.backlog - bh[0]
         key = "backlog_growth"
-        holds = excess >= br.min_growth and growth >= br.min_growth
+        # The sum over the last day is needed only when the growth alone can pass.
+        expected_growth = sum(nh) if growth >= br.min_growth else 0.0
         if (
             detect
             and br.enabled
-            and holds
+            and growth >= br.min_growth
+            and growth - max(expected_growth, 0.0) >= br.min_growth
             and end >= (self._first or 0.0) + br.warmup_s
             and (signal or key in a.active)
         ):
+            excess = growth - max(expected_growth, 0.0)
             held.add(key)
             span = _hours(self.w * (len(a.backlog_hist) - 1))
             self._emit(
@@ -310,5 +308,6 @@ class _QueueRules:
                 a.usual_comp = done if usual < 0 else usual + 0.05 * (done - usual)
         elif key in a.active:
             held.add(key)  # outside office hours the condition neither holds nor clears
-        for k in [k for k in a.active if k not in held]:
-            del a.active[k]
+        if a.active:
+            for k in [k for k in a.active if k not in held]:
+                del a.active[k]

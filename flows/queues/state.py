@@ -32,7 +32,7 @@ from vigil.flows.queues.agency import (  # noqa: F401
     _Agency,
     _Bucket,
     _Counts,
-    trail_moved,
+    trail_push,
     window_stats,
 )
 from vigil.flows.queues.calendar import WorkCalendar
@@ -93,8 +93,11 @@ class QueueMonitor(_QueueRules):
     >>> out = mon.process([QueueEvent(t0 + 7200, "closed", "r1", "PWD")])
     >>> mon.overdue_now("PWD"), mon.backlog_now("PWD")
     (0, 0)
-    >>> [s.breaches for s in mon.flush() if s.service == "" and s.breaches]
-    [1]
+
+    The close, at the end of the window that holds the deadline, closes that window first:
+
+    >>> [(s.ts - t0, s.breaches, s.backlog) for s in out if s.service == ""]
+    [(7200.0, 1, 1)]
     """
 
     def __init__(self, cfg: ServiceQueuesConfig, calendar: WorkCalendar) -> None:
@@ -110,12 +113,15 @@ class QueueMonitor(_QueueRules):
         self._agencies: dict[str, _Agency] = {}
         self._next: float | None = None  # start of the oldest window not yet closed
         self._wm = -math.inf
-        self._horizon = -math.inf  # event time at which something (window, timer) is due
+        # Event time at which something is due: a window's end, or a deadline (which
+        # fires once the watermark is past it). See _advance for the exact rule.
+        self._horizon = -math.inf
         self._first: float | None = None
         self._newest = -math.inf
         self._last_expiry = -math.inf
         self._min_last = math.inf  # at most the oldest activity of an open request
         self._empty = _Bucket()  # a quiet window's (never changed once closed)
+        self._first_local: tuple[float, Any, int, int] | None = None  # _first, local
         self.counters: dict[str, int] = {}
 
     # ---------------------------------------------------------------- state
@@ -194,7 +200,7 @@ class QueueMonitor(_QueueRules):
             if ts > self._newest:
                 self._newest = ts
             limit = ts - lateness
-            if limit > self._horizon:
+            if limit >= self._horizon:
                 self._advance(limit, out)
             if ts < self._wm:
                 self._count("late")
@@ -205,8 +211,13 @@ class QueueMonitor(_QueueRules):
                 self._closed(ev)
             elif kind == STATUS:
                 self._status(ev)
-        if hint is not None and self._first is not None and hint - lateness > self._horizon:
-            self._advance(hint - lateness, out)
+        if hint is not None and self._first is not None:
+            # Data up to ``hint`` has been seen (on some shard): windows that ends before
+            # it are complete here too, and judged like those an event of ours closes.
+            if hint > self._newest:
+                self._newest = hint
+            if hint - lateness >= self._horizon:
+                self._advance(hint - lateness, out)
         return out
 
     def flush(self) -> list[QueueStats | Detection]:
@@ -222,26 +233,28 @@ class QueueMonitor(_QueueRules):
         if ev.rid in reqs:
             self._count("duplicate_received")
             return
-        a = self._agency(ev.agency)
-        svc = ev.service
-        reqs[ev.rid] = [ev.agency, svc, ev.ts, ev.due, False, None, ev.ts]
-        if ev.ts < self._min_last:
-            self._min_last = ev.ts
+        ts, name, svc = ev.ts, ev.agency, ev.service
+        a = self._agencies.get(name) or self._agency(name)
+        reqs[ev.rid] = [name, svc, ts, ev.due, False, None, ts]
+        if ts < self._min_last:
+            self._min_last = ts
         a.backlog += 1
         lv = a.svc_levels.get(svc)
         if lv is None:
             lv = a.svc_levels[svc] = [0, 0]
         lv[0] += 1
-        bk = self._bucket(a, ev.ts)
+        bk = a.buckets.get(ts - ts % self.w) or self._bucket(a, ts)
         c = bk.agency
         c.arrivals += 1
         ch = c.channels
         if ch is None:
             ch = c.channels = {}
         ch[ev.channel] = ch.get(ev.channel, 0) + 1
-        bk.svc(svc).arrivals += 1
+        (bk.services.get(svc) or bk.svc(svc)).arrivals += 1
         if ev.due is not None:
-            if ev.due <= self._wm:
+            # Past already (the watermark, or this event's own time, is beyond it): as if
+            # its timer had fired before this event, which _advance would have done.
+            if ev.due < max(self._wm, ts - self.lateness):
                 self._breach(ev.rid, reqs[ev.rid], ev.due)
             else:
                 heapq.heappush(self._timers, (ev.due, ev.rid))
@@ -270,8 +283,9 @@ class QueueMonitor(_QueueRules):
             on_time = ev.on_time
         else:
             on_time = due is not None and not overdue and ev.ts <= due
-        bk = self._bucket(a, ev.ts)
-        for c in (bk.agency, bk.svc(svc)):
+        ts = ev.ts
+        bk = a.buckets.get(ts - ts % self.w) or self._bucket(a, ts)
+        for c in (bk.agency, bk.services.get(svc) or bk.svc(svc)):
             c.completions += 1
             if judged:
                 c.judged += 1
@@ -311,14 +325,21 @@ class QueueMonitor(_QueueRules):
         bk.svc(req[_SV]).breaches += 1
 
     def _advance(self, limit: float, out: list[QueueStats | Detection]) -> None:
-        """Fire deadline timers and close windows, in time order, up to ``limit``."""
+        """Fire deadline timers and close windows, in time order, up to ``limit``.
+
+        The rule, the same however events are batched: before an event at ``ts`` is
+        applied (``limit = ts - allowed_lateness_s``), every deadline before ``limit`` has
+        fired and every window that ends at or before ``limit`` is closed. A request
+        closed exactly at its deadline is on time; an event exactly at a window's end
+        belongs to the next window and is not in the closed window's levels.
+        """
         assert self._next is not None
         timers = self._timers
         reqs = self._reqs
         w = self.w
         while True:
             end = self._next + w
-            while timers and timers[0][0] <= limit and timers[0][0] < end:
+            while timers and timers[0][0] < limit and timers[0][0] < end:
                 due, rid = heapq.heappop(timers)
                 req = reqs.get(rid)
                 if req is None or req[_OVER] or req[_HOLD] is not None or req[_DUE] != due:
@@ -326,11 +347,13 @@ class QueueMonitor(_QueueRules):
                 self._breach(rid, req, due)
             if end > limit:
                 break
-            if not any(a.buckets for a in self._agencies.values()):
-                nxt = min([timers[0][0]] if timers else [limit], default=limit)
-                if nxt - end > _MAX_EMPTY_WINDOWS * w:
-                    self._next = min(nxt, limit) - min(nxt, limit) % w
-                    continue
+            nxt = timers[0][0] if timers else limit
+            # A long gap with nothing to close is skipped (the check is cheap first).
+            if nxt - end > _MAX_EMPTY_WINDOWS * w and not any(
+                a.buckets for a in self._agencies.values()
+            ):
+                self._next = min(nxt, limit) - min(nxt, limit) % w
+                continue
             self._close(self._next, out)
             self._next = end
         if limit > self._wm:
@@ -342,33 +365,30 @@ class QueueMonitor(_QueueRules):
         end = start + self.w
         if end - self._last_expiry >= 86400:
             self._expire(end)
-        d, _hour, sec = self.cal.local(start)
-        day = d.isoformat()
-        day_type = self.cal.day_type_of(d)
-        slot = day_type * self.per_day + int(sec // self.w)
+        day, day_type, slot, learn, office = self._window_facts(start)
         assert self._first is not None
-        f_day, _fh, f_sec = self.cal.local(self._first)
-        # The first local day is partial unless the stream began in its first window:
-        # its "so far today" counts would teach the baseline a day that is too quiet.
-        learn = not (d == f_day and f_sec >= self.w)
         # A window the data ends in (closed by flush) is partial: show it, judge nothing.
         detect = self._first + self.cfg.warmup_s <= end <= self._newest
-        office = self.cal.in_office_hours(start)
         empty = self._empty
         for name, a in self._agencies.items():
             bk = a.buckets.pop(start, None) or empty
-            trail, dec = a.trail, a.trail_decided
-            trail.append((start, bk))
-            trail_moved(a, bk)
-            dec[0] += bk.agency.breaches
-            dec[1] += bk.agency.met
-            while len(trail) > self.trail_n:
-                gone = trail.popleft()[1]
-                trail_moved(a, gone)
-                dec[0] -= gone.agency.breaches
-                dec[1] -= gone.agency.met
+            trail_push(a, start, bk, self.trail_n)
             out.extend(window_stats(name, a, bk, end, self.w, self.trail_n))
             self._rules(name, a, bk, end, day, day_type, slot, learn, detect, office, out)
+
+    def _window_facts(self, start: float) -> tuple[str, int, int, bool, bool]:
+        """Local day, day type, baseline slot, whether to learn, and office hours of the
+        window from ``start`` (the calendar's part is cached, shared by all shards)."""
+        assert self._first is not None
+        d, day, day_type, sec, office = self.cal.window(start)
+        first = self._first_local
+        if first is None or first[0] != self._first:
+            first = self._first_local = (self._first, *self.cal.local(self._first))
+        _ts, f_day, _fh, f_sec = first
+        # The first local day is partial unless the stream began in its first window:
+        # its "so far today" counts would teach the baseline a day that is too quiet.
+        learn = not (d == f_day and f_sec >= self.w)
+        return day, day_type, day_type * self.per_day + int(sec // self.w), learn, office
 
     def _expire(self, now: float) -> None:
         self._last_expiry = now
