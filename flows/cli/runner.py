@@ -9,6 +9,7 @@ drains and the summary is printed (exit 0).
 
 from __future__ import annotations
 
+import gc
 import glob
 import logging
 import os
@@ -97,6 +98,15 @@ def recovery_config(directory: str | None, partitions: int) -> RecoveryConfig | 
     return RecoveryConfig(str(d))
 
 
+def freeze_heap() -> None:
+    """Move what start-up allocated (imports, models, config) out of the garbage collector's
+    sight: full collections of a long-running flow otherwise walk those ~200k objects again
+    and again (about 20% of the security flow's CPU, by py-spy). New objects are still
+    collected as usual; :func:`execute` unfreezes when the flow ends."""
+    gc.collect()
+    gc.freeze()
+
+
 def execute(
     flow: Dataflow,
     workers: int,
@@ -113,6 +123,21 @@ def execute(
     ``python -m bytewax.recovery DIR N`` creates them).
     """
     epoch = timedelta(seconds=snapshot_interval_s) if snapshot_interval_s is not None else None
+    freeze_heap()
+    try:
+        _execute(flow, workers, epoch, recovery_dir, process_id, addresses)
+    finally:
+        gc.unfreeze()
+
+
+def _execute(
+    flow: Dataflow,
+    workers: int,
+    epoch: timedelta | None,
+    recovery_dir: str | None,
+    process_id: int | None,
+    addresses: Sequence[str] | None,
+) -> None:
     if addresses:
         rc = None
         if recovery_dir is not None:
