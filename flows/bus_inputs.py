@@ -3,7 +3,8 @@
 A feed's ``redis_stream`` input subclasses :class:`BusSettings` with its own parsing settings
 (log lines: :class:`vigil.flows.inputs.RedisStreamInput`; queue rows:
 :class:`vigil.flows.queues.config.QueueStreamInput`; indicator records:
-:class:`vigil.flows.indicators.config.IndicatorStreamInput`). Its own module, importing no
+:class:`vigil.flows.indicators.config.IndicatorStreamInput`; media items:
+:class:`vigil.flows.media.config.MediaStreamInput`). Its own module, importing no
 feed, so that every feed can use it (feeds never import each other).
 """
 

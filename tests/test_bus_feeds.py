@@ -486,7 +486,7 @@ def test_ingest_mistakes_are_one_line_and_a_nonzero_exit(
     url = redis_server.url
     for args, says in [
         (["--feed", "service_queues", "--file", str(BOSTON)], "needs --config"),
-        (["--feed", "indicators", "--syslog", "5514"], "reads --file PATTERN only"),
+        (["--feed", "indicators", "--syslog", "5514"], "--syslog receives log lines"),
         (["--feed", "indicators", "--file", str(tmp_path / "none.csv")], "cannot read"),
     ]:
         r = _vigil("ingest", "--to", url, *args)

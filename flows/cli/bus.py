@@ -5,7 +5,8 @@
     vigil ingest --to redis://HOST:6379/0 --file '/var/log/auth.log' --format ssh
     vigil ingest --to redis://HOST:6379/0 --syslog 0.0.0.0:5514 --format ssh --on-full drop
     vigil ingest --to redis://HOST:6379/0 --feed indicators --file 'kpi/*.csv'
-    vigil ingest --to redis://HOST:6379/0 --feed service_queues -c vigil.yaml --file cases.csv
+    vigil ingest --to redis://HOST:6379/0 --feed service_queues -c vigil.yaml --csv cases.csv
+    vigil ingest --to redis://HOST:6379/0 --feed media --rss https://example.org/rss
     vigil replay auth.log --format ssh --to redis://HOST:6379/0 --shards 4
     vigil run security -c vigil.yaml --processes 2 --recovery-dir state/
 
@@ -15,13 +16,10 @@ syslog receiver (:mod:`vigil.sources.files`, :mod:`vigil.sources.syslog`) feed
 With ``--state-dir`` file offsets survive a restart (bytewax recovery), so after a crash the
 lines since the last snapshot are sent again: the bus gets every line at least once.
 
-``--feed indicators`` and ``--feed service_queues`` write records instead of log lines, one
-record per entry (:func:`vigil.records.record_line`): they read whole CSV or JSON-lines
-files (no following, no syslog) and write them in order through the same
-:class:`~vigil.sinks.bus.BusWriter` (same sharding, back-pressure and ``--on-full``).
-Queue records are the rows a live portal would send (:func:`vigil.flows.queues.mapping.bus_rows`):
-the mapping of the configuration's ``service_queues`` input says which fields to keep and
-when each lifecycle event happens.
+``--feed indicators``, ``--feed service_queues`` and ``--feed media`` write records instead
+of log lines, one record per entry (:func:`vigil.records.record_line`), from CSV, JSON,
+RSS files and polled HTTP/RSS URLs (:mod:`vigil.flows.cli.ingest_records`) through the
+same :class:`~vigil.sinks.bus.BusWriter` (same sharding, back-pressure and ``--on-full``).
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -61,7 +59,8 @@ def _writer_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stream",
         help="stream name (default vigil:lines; --feed indicators: vigil:indicators, "
-        "--feed service_queues: vigil:queues, the defaults of those feeds' bus inputs)",
+        "--feed service_queues: vigil:queues, --feed media: vigil:media, the defaults of "
+        "those feeds' bus inputs)",
     )
     p.add_argument("--shards", type=int, default=1, help="streams <stream>:0..N-1 (default 1)")
     p.add_argument(
@@ -81,6 +80,7 @@ DEFAULT_STREAMS = {
     "security": "vigil:lines",
     "indicators": "vigil:indicators",
     "service_queues": "vigil:queues",
+    "media": "vigil:media",
 }
 
 
@@ -115,14 +115,19 @@ class _Writers:
 
 
 def _produce(
-    sources: Sequence[Source[RawLine]],
+    sources: Sequence[Source[Any]],
     args: argparse.Namespace,
     *,
     state_dir: str | None = None,
+    to_lines: Callable[[list[Any]], list[RawLine]] | None = None,
 ) -> dict[str, int]:
+    """Run ``sources`` into the bus until they end (or Ctrl-C); ``to_lines`` maps each
+    batch of items to lines when the sources do not yield lines themselves."""
     flow = Dataflow("vigil_ingest")
     ins = [op.input(f"ingest_in_{i}", flow, s) for i, s in enumerate(sources)]
     raw = ins[0] if len(ins) == 1 else op.merge("ingest_inputs", *ins)
+    if to_lines is not None:
+        raw = op.flat_map_batch("ingest_lines", raw, to_lines)
     writers = _Writers(args)
     op.output("bus_out", raw, BusSink(writers))
     rc = None
@@ -160,7 +165,25 @@ def _host_port(value: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(msg) from ex
 
 
-FEEDS = ("security", "indicators", "service_queues")
+def _positive(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        x = 0.0
+    if not x > 0:
+        msg = f"expected a number of seconds above 0, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return x
+
+
+def _count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        msg = f"expected a whole number of at least 1, got {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(value)
+
+
+FEEDS = ("security", "indicators", "service_queues", "media")
 _CHUNK = 1000
 
 
@@ -200,70 +223,22 @@ def indicator_lines(paths: Sequence[str], fmt: str | None = None) -> list[RawLin
     return out
 
 
-def queue_lines(args: argparse.Namespace) -> tuple[list[RawLine], int]:
-    """``--feed service_queues``: the rows of ``--file`` as a live portal would send them."""
-    from vigil.flows.config import load_config
-    from vigil.flows.queues.mapping import bus_rows
-
-    from vigil.records import record_line
-
-    if not args.config:
-        msg = "--feed service_queues needs --config (its service_queues input's mapping)"
-        raise ValueError(msg)
-    inputs = load_config(args.config).service_queues.inputs
-    chosen = [i for i in inputs if args.input in (None, i.name)]
-    if args.input is None:  # the bus input the rows are meant for, else the first
-        chosen = [i for i in inputs if i.kind == "redis_stream"] or list(inputs)
-    if not chosen:
-        what = f"an input named {args.input!r}" if args.input else "any input"
-        msg = f"{args.config}: service_queues has no {what}"
-        raise ValueError(msg)
-    inp = chosen[0]
-    fmt = args.format if args.format in ("csv", "jsonl") else None
-    if fmt is None:
-        fmt = "csv" if all(p.endswith(".csv") for p in args.file) else "jsonl"
-    rows, unreadable = bus_rows(args.file, fmt, inp.mapping, until=args.until)
-    return [record_line(r, "service_queues") for r in rows], unreadable
-
-
-def _ingest_records(args: argparse.Namespace) -> int:
-    """``vigil ingest --feed indicators|service_queues``: write the files' records."""
-    from vigil.flows.errors import VigilError
-
-    if not args.file or args.syslog is not None:
-        print(f"vigil ingest: --feed {args.feed} reads --file PATTERN only", file=sys.stderr)
-        return 2
-    unreadable = 0
-    try:
-        if args.feed == "indicators":
-            fmt = args.format if args.format in ("csv", "jsonl") else None
-            lines = indicator_lines(args.file, fmt)
-        else:
-            lines, unreadable = queue_lines(args)
-    except (ValueError, VigilError) as ex:
-        print(f"vigil ingest: {ex}", file=sys.stderr)
-        return 2
-    except OSError as ex:
-        print(f"vigil ingest: cannot read {ex.filename}: {ex.strerror}", file=sys.stderr)
-        return 1
-    writer = _Writers(args)()
-    try:
-        for i in range(0, len(lines), _CHUNK):
-            writer.write(lines[i : i + _CHUNK])
-    finally:
-        writer.close()
-    summary = {"written": writer.written, "dropped": writer.dropped, "unreadable": unreadable}
-    print(json.dumps({"summary": summary}), file=sys.stderr)
-    return 0
-
-
 def cmd_ingest(args: argparse.Namespace) -> int:
     from vigil.sinks.prometheus import serve
     from vigil.sources.files import FileTailSource
     from vigil.sources.syslog import SyslogSource
 
     if args.feed != "security":
-        return _ingest_records(args)
+        from vigil.flows.cli.ingest_records import ingest_records
+
+        return ingest_records(args)
+    if args.csv or args.json or args.rss or args.http:
+        print(
+            "vigil ingest: --csv, --json, --rss and --http send records (--feed indicators, "
+            "service_queues or media); log lines come from --file or --syslog",
+            file=sys.stderr,
+        )
+        return 2
     if not args.file and args.syslog is None:
         print("vigil ingest: give --file PATTERN and/or --syslog [HOST:]PORT", file=sys.stderr)
         return 2
@@ -448,24 +423,33 @@ def register(sub: Any) -> None:
     """Add ``vigil ingest`` (``replay --to``, ``run --processes``: see flows/cli/__init__.py)."""
     g = sub.add_parser(
         "ingest",
-        help="follow files or receive syslog on a collector host and write into the bus",
+        help="follow files, receive syslog or poll feeds on a collector host and write "
+        "into the bus",
         description="Write into the bus. --feed security (the default): log lines from "
-        "followed files and syslog. --feed indicators: the records of CSV (header row) or "
-        "JSON-lines files, one per entry. --feed service_queues: the rows of a case table "
-        "or event log (CSV or JSON lines) as a live portal sends them, ordered by event "
-        "time, read through the mapping of the --config's service_queues input (a case "
-        "row becomes its arrival and, later, its completion). Record files are read whole.",
+        "followed files and syslog. The record feeds read files whole (--file by "
+        "extension, --csv, --json as JSON lines or one array) and poll URLs (--http: a JSON "
+        "endpoint; --rss: a feed URL, or a saved feed file), one record per entry. "
+        "--feed indicators: records as they are. --feed service_queues: the rows of a case "
+        "table or event log as a live portal sends them, ordered by event time, read "
+        "through the mapping of the --config's service_queues input (a case row becomes "
+        "its arrival and, later, its completion). --feed media: posts and articles, a "
+        "file's in event-time order (by the fields of the --config's media input).",
     )
     _writer_args(g)
     g.add_argument(
         "--feed",
         choices=FEEDS,
         default="security",
-        help="what the files hold: log lines (security, default), indicator records, or "
-        "queue records",
+        help="what is sent: log lines (security, default), indicator records, queue "
+        "records or media items",
     )
-    g.add_argument("-c", "--config", help="--feed service_queues: the configuration")
-    g.add_argument("--input", help="--feed service_queues: the input (name) whose mapping to use")
+    g.add_argument(
+        "-c",
+        "--config",
+        help="the configuration (--feed service_queues: needed, for its mapping; --feed "
+        "media: its fields, to order posts)",
+    )
+    g.add_argument("--input", help="with --config: the input (name) whose mapping or fields to use")
     g.add_argument(
         "--until",
         choices=("last_arrival", "end"),
@@ -474,6 +458,23 @@ def register(sub: Any) -> None:
         "does) or send every completion",
     )
     g.add_argument("--file", action="append", metavar="PATTERN", help="file or glob to follow")
+    g.add_argument("--csv", action="append", metavar="PATTERN", help="CSV file(s), a header row")
+    g.add_argument(
+        "--json", action="append", metavar="PATTERN", help="JSON-lines or JSON-array file(s)"
+    )
+    g.add_argument(
+        "--rss", action="append", metavar="URL_OR_FILE", help="--feed media: an RSS/Atom feed"
+    )
+    g.add_argument("--http", action="append", metavar="URL", help="poll a JSON endpoint")
+    g.add_argument("--items-path", help="--http: dotted path to the list of items")
+    g.add_argument("--id-field", action="append", help="--http: the field(s) that identify an item")
+    g.add_argument(
+        "--interval", type=_positive, default=60.0, help="seconds between polls (default 60)"
+    )
+    g.add_argument("--timeout", type=_positive, default=10.0, help="seconds per request")
+    g.add_argument(
+        "--polls", type=_count, help="stop after this many polls of each URL (default: never)"
+    )
     g.add_argument(
         "--syslog", type=_host_port, metavar="[HOST:]PORT", help="receive syslog (UDP and TCP)"
     )

@@ -13,6 +13,9 @@ Example (YAML)::
           paths: ["posts.csv"]
           format: csv
           fields: {published_at: created_at_utc, text: text, id: tweet_id}
+        - kind: redis_stream               # or the bus (vigil ingest --feed media)
+          name: bus
+          url: redis://127.0.0.1:6379/0
       watch:
         - id: van_lam
           name: Huyện Văn Lâm
@@ -25,6 +28,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
+from vigil.flows.bus_inputs import BusSettings
 from vigil.flows.config.base import Frozen, Severity
 
 #: Item fields the flow reads; ``fields`` maps them to the names an input uses.
@@ -86,7 +90,26 @@ class PostReplayInput(_Input):
     speed: float | None = Field(default=None, gt=0, description="null = as fast as possible")
 
 
-MediaInput = Annotated[RSSInput | HTTPJSONInput | PostReplayInput, Field(discriminator="kind")]
+class MediaStreamInput(BusSettings, _Input):
+    """Read media items from the bus (Redis Streams), one item per entry.
+
+    An entry's text is one item as a JSON object (a JSON line as it was, a CSV row as
+    ``{column: value}``, or an item polled from RSS or HTTP), as ``vigil ingest --feed
+    media`` writes them; ``fields`` maps it like a replayed post. Items should arrive in
+    roughly event-time order (``vigil ingest`` sends a file's posts in that order).
+    """
+
+    kind: Literal["redis_stream"] = "redis_stream"
+    stream: str = "vigil:media"
+    fields: dict[str, str] = Field(default_factory=dict)
+    _fields = field_validator("fields")(_known_fields)
+    # An article with its full text can be long; a longer entry is dead-lettered.
+    max_line_bytes: int = Field(default=1_048_576, ge=512)
+
+
+MediaInput = Annotated[
+    RSSInput | HTTPJSONInput | PostReplayInput | MediaStreamInput, Field(discriminator="kind")
+]
 
 
 class WatchEntity(Frozen):

@@ -417,7 +417,9 @@ def attach(flow: Dataflow, io: FeedIO) -> MediaStreams:
     from vigil.flows.media.metrics import MediaMetricsSink
 
     cfg: MediaConfig = io.section("media")
-    sources = make_media_sources(cfg, item_time, speed_override=io.speed_override)
+    sources = make_media_sources(
+        cfg, item_time, speed_override=io.speed_override, environ=io.environ
+    )
     io.metrics_sink("media")  # registers the flow's common metrics (lines, detections ...)
     sink = MediaMetricsSink(io.metrics["media"], registry=io.registry, top_k=cfg.top_terms)
     alerts = getattr(getattr(io.cfg, "alerts", None), "file", None)
