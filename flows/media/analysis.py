@@ -256,69 +256,82 @@ class MediaAnalyzer(_StoryTerms):
         pass the burst bar is flagged at once (:meth:`_early_item`)."""
         tally = MediaTally()
         out: list[Any] = [tally]
-        bs = self.cfg.bucket_s
-        lat = self.cfg.allowed_lateness_s
-        dedup = self.cfg.dedup.enabled
+        counts = tally.items
+        cfg = self.cfg
+        bs = cfg.bucket_s
+        lat = cfg.allowed_lateness_s
+        dedup = cfg.dedup.enabled
+        assign = self._dedup.assign
+        open_buckets = self._open
+        open_terms = self._open_terms
+        totals = self._totals
         close_at = self._close_at()
         for it in items:
             self._seq += 1
             sid, new = (
-                self._dedup.assign(it.signature, f"s{self._seq:x}", it.ts)
+                assign(it.signature, f"s{self._seq:x}", it.ts)
                 if (dedup and it.signature)
                 else (f"s{self._seq:x}", True)
             )
             k = (it.source, "story" if new else "copy")
-            tally.items[k] = tally.items.get(k, 0) + 1
-            if it.ts > self._newest:
-                self._newest = it.ts
-                if it.ts >= close_at:
-                    out.extend(self._close_until(it.ts - lat))
+            counts[k] = counts.get(k, 0) + 1
+            ts = it.ts
+            if ts > self._newest:
+                self._newest = ts
+                if ts >= close_at:
+                    out.extend(self._close_until(ts - lat))
                     close_at = self._close_at()
-            b = it.ts - it.ts % bs
+            b = ts - ts % bs
             if self._next is not None and b < self._next:
                 tally.late += 1
                 continue
             if self._first is None or b < self._first:
                 self._first = b
-            bucket = self._open.get(b)
+            bucket = open_buckets.get(b)
             if bucket is None:
-                bucket = self._open[b] = _Bucket()
+                bucket = open_buckets[b] = _Bucket()
                 close_at = min(close_at, self._close_at())
-            origin = (it.source, it.publisher or _host(it.url)) if it.entities else ("", "")
-            for e in it.entities:
-                bucket.mentions[e] += 1
-                self._totals[e] += 1
-                if new:
-                    bucket.stories_by_entity[e] += 1
-                _note_origin(bucket.origins, bucket.first, e, origin, it.ts)
-                if it.sentiment == "negative":
-                    bucket.negative[e] += 1
-                    _note_origin(bucket.neg_origins, bucket.neg_first, e, origin, it.ts)
-                    c = bucket.neg_terms.get(e)
-                    if c is None:
-                        c = bucket.neg_terms[e] = Counter()
-                    c.update(it.terms)
-                    ex = bucket.neg_examples.setdefault(e, [])
-                    if len(ex) < 20:
-                        ex.append((_clip(it.title or it.text), it.url))
+            clip = None
+            if it.entities:
+                origin = (it.source, it.publisher or _host(it.url))
+                negative = it.sentiment == "negative"
+                for e in it.entities:
+                    bucket.mentions[e] += 1
+                    totals[e] += 1
+                    if new:
+                        bucket.stories_by_entity[e] += 1
+                    _note_origin(bucket.origins, bucket.first, e, origin, ts)
+                    if negative:
+                        bucket.negative[e] += 1
+                        _note_origin(bucket.neg_origins, bucket.neg_first, e, origin, ts)
+                        c = bucket.neg_terms.get(e)
+                        if c is None:
+                            c = bucket.neg_terms[e] = Counter()
+                        c.update(it.terms)
+                        ex = bucket.neg_examples.setdefault(e, [])
+                        if len(ex) < 20:
+                            if clip is None:
+                                clip = _clip(it.title or it.text)
+                            ex.append((clip, it.url))
             if new:
-                bucket.terms.update(it.terms)
-                self._open_terms.update(it.terms)
+                terms = it.terms
+                bucket.terms.update(terms)
+                open_terms.update(terms)
                 self._open_n += 1
                 bucket.stories.append(
                     _StoryRef(
                         sid,
-                        it.ts,
-                        _clip(it.title or it.text),
+                        ts,
+                        _clip(it.title or it.text) if clip is None else clip,
                         it.url,
                         it.entities,
-                        frozenset(it.terms),
+                        frozenset(terms),
                         it.source,
                         it.publisher,
                     )
                 )
-                if self._early_ready(it.ts):
-                    self._early_item(it.ts, it.terms, out)
+                if self._early_ready(ts):
+                    self._early_item(ts, terms, out)
         return out
 
     def _close_at(self) -> float:

@@ -11,7 +11,9 @@ restarts keep grouping copies.
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 from collections.abc import Iterable, Sequence
+from itertools import repeat
 
 import numpy as np
 
@@ -22,6 +24,7 @@ _BANDS = 16  # 16 bands of 3 values: a pair with Jaccard 0.5 shares a band with 
 _ROWS = _NUM_PERM // _BANDS
 _SEEDS = np.random.default_rng(20150217).integers(0, 2**63, size=_NUM_PERM, dtype=np.uint64)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_BAND_SLICES = tuple(slice(i * 4 * _ROWS, (i + 1) * 4 * _ROWS) for i in range(_BANDS))
 
 
 def _h64(s: str) -> int:
@@ -160,12 +163,11 @@ class MinHashIndex:
 
     @staticmethod
     def _keys(sig: bytes) -> list[bytes]:
-        w = 4 * _ROWS
-        return [sig[i * w : (i + 1) * w] for i in range(_BANDS)]
+        return list(map(sig.__getitem__, _BAND_SLICES))
 
     def _hits(self, keys: list[bytes]) -> list[int | set[int] | None]:
         """What each band holds under the signature's key in it."""
-        return [band.get(key) for band, key in zip(self._bands, keys, strict=True)]
+        return list(map(dict.get, self._bands, keys))
 
     def find(self, sig: bytes, keys: list[bytes] | None = None) -> str | None:
         """The story of the most similar stored signature at or above the threshold."""
@@ -174,6 +176,8 @@ class MinHashIndex:
         return self._match(sig, self._hits(keys or self._keys(sig)))
 
     def _match(self, sig: bytes, hits: list[int | set[int] | None]) -> str | None:
+        if not any(hits):  # the common case: no band shared (entries are >= 1, sets non-empty)
+            return None
         cands: set[int] = set()
         for hit in hits:
             if hit is None:
@@ -227,6 +231,11 @@ class MinHashIndex:
         self._seq += 1
         k = self._seq
         self._items[k] = (sig, sid, ts)
+        if not any(hits):  # no band holds these keys yet: store the entry's number in each
+            deque(map(dict.__setitem__, self._bands, keys, repeat(k)), maxlen=0)
+            if len(self._items) > self.max_items:
+                self._drop(self._oldest())
+            return
         for band, key, cur in zip(self._bands, keys, hits, strict=True):
             if cur is None:
                 band[key] = k
@@ -248,7 +257,12 @@ class MinHashIndex:
 
     def _drop(self, k: int) -> None:
         sig = self._items.pop(k)[0]
-        for band, key in zip(self._bands, self._keys(sig), strict=True):
+        keys = self._keys(sig)
+        held = list(map(dict.get, self._bands, keys))
+        if held.count(k) == _BANDS:  # the entry alone in every band (a set never equals k)
+            deque(map(dict.__delitem__, self._bands, keys), maxlen=0)
+            return
+        for band, key in zip(self._bands, keys, strict=True):
             s = band.get(key)
             if s is None:
                 continue

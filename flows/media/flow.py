@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 _HANDLE = re.compile(r"@(\w+)")
 _KEY = "media"
+# Positions in MediaItem's field order (``one`` builds the values in that order).
+_TITLE, _TEXT, _LANG, _SENTIMENT, _SIG = 4, 5, 7, 9, 12
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -171,32 +173,39 @@ def make_parse_batch(
     lexicon = scorer if isinstance(scorer, LexiconScorer) else None
     dedup = cfg.dedup.enabled
 
-    def one(raw: dict[str, Any], src: str) -> tuple[dict[str, Any], list[str]]:
-        """The item's fields (no signature yet, sentiment only from the lexicon) and its
-        folded words (signatures are computed for the whole batch at once)."""
+    # Per input: the raw keys of the fields read (the input's ``fields`` map applied).
+    keys_of: dict[str, tuple[str, ...]] = {}
+
+    def keys(src: str) -> tuple[str, ...]:
         fm = fmap.get(src, {})
-        pub_field = fm.get("source")
+        names = ("published_at", "title", "text", "url", "language", "id", "author")
+        k = keys_of[src] = (*(fm.get(f, f) for f in names), fm.get("source") or "")
+        return k
 
-        def get(f: str) -> Any:
-            return raw.get(fm.get(f, f))
-
-        ts = parse_time(get("published_at"))
-        title = str(get("title") or "")
-        text = str(get("text") or "")
+    def one(raw: dict[str, Any], src: str) -> tuple[list[Any], list[str]]:
+        """The item's field values in :class:`MediaItem` order (no signature yet, sentiment
+        only from the lexicon) and its folded words (signatures are computed for the whole
+        batch at once)."""
+        fields_of = keys_of.get(src) or keys(src)
+        k_ts, k_title, k_text, k_url, k_lang, k_id, k_author, pub_field = fields_of
+        get = raw.get
+        ts = parse_time(get(k_ts))
+        title = str(get(k_title) or "")
+        text = str(get(k_text) or "")
         if not title and not text:
             msg = "empty item"
             raise BadItem(msg)
-        url = str(get("url") or "")
+        url = str(get(k_url) or "")
         body = f"{title}\n{text}" if title and text and text != title else (title or text)
-        lang = str(get("language") or langs.get(src) or "").split("-")[0].lower()
+        lang = str(get(k_lang) or langs.get(src) or "").split("-")[0].lower()
         if lang not in ("vi", "en"):
             lang = guess_language(body)
         exact = tokens(body)
         # Tokens are casefolded already: an ASCII one folds to itself.
-        folded = list(exact) if body.isascii() else [fold(t) for t in exact]
-        handles = {fold(h) for h in _HANDLE.findall(body.casefold())} if "@" in body else set()
+        folded = exact if body.isascii() else [fold(t) for t in exact]
+        handles = {fold(h) for h in _HANDLE.findall(body.casefold())} if "@" in body else ()
         ents = tuple(m.entity for m in watch.find_tokens(exact, folded))
-        item_id = str(get("id") or url or "")
+        item_id = str(get(k_id) or url or "")
         if not item_id:
             item_id = "sha1:" + hashlib.sha1(body.encode(), usedforsecurity=False).hexdigest()
         label, score = "neutral", 0.0
@@ -205,27 +214,29 @@ def make_parse_batch(
             both = exact + exact if title and title == text else exact
             accented = lang != "vi" or has_diacritics(f"{title} {text}".strip())
             label, score = lexicon.score_tokens(both, lang, accented)
-        item = dict(
-            ts=ts,
-            source=src,
-            item_id=item_id,
-            author=hash_author(str(get("author") or ""), salt),
-            title=title,
-            text=text,
-            url=url,
-            language=lang,
-            entities=ents,
-            sentiment=label,
-            sentiment_score=score,
-            terms=tuple(sorted(terms(folded, exclude | handles if handles else exclude))),
-            ambiguous=watch.ambiguous_tokens(exact, folded),
-            publisher=_publisher(raw.get(pub_field)) if pub_field else "",
-        )
+        author = hash_author(str(get(k_author) or ""), salt)
+        item = [
+            ts,
+            src,
+            item_id,
+            author,
+            title,
+            text,
+            url,
+            lang,
+            ents,
+            label,
+            score,
+            tuple(sorted(terms(folded, exclude, handles))),
+            b"",  # the signature
+            watch.ambiguous_tokens(exact, folded),
+            _publisher(raw.get(pub_field)) if pub_field else "",
+        ]
         return item, folded
 
     def parse_batch(raws: list[dict[str, Any]]) -> list[Parsed]:
         out: list[Parsed] = []
-        fields: list[dict[str, Any]] = []
+        fields: list[list[Any]] = []
         words: list[list[str]] = []
         lines: dict[tuple[str, str], int] = {}
         for raw in raws:
@@ -244,13 +255,13 @@ def make_parse_batch(
                 )
                 continue
             try:
-                kw, folded = one(raw, src)
+                vals, folded = one(raw, src)
             except BadItem as ex:
                 reason = ex.reason
             except Exception as ex:  # a bug must not stop the flow: dead-letter the item
                 reason = type(ex).__name__
             else:
-                fields.append(kw)
+                fields.append(vals)
                 words.append(folded)
                 k = (src, "parsed")
                 lines[k] = lines.get(k, 0) + 1
@@ -262,23 +273,24 @@ def make_parse_batch(
             )
         # Signatures in one numpy pass; sentiment in one call for a model (vectorising a
         # batch is much cheaper), per item otherwise.
-        sigs = minhash_many(words, shingle) if dedup else [b""] * len(fields)
+        if dedup:
+            for vals, g in zip(fields, minhash_many(words, shingle), strict=True):
+                vals[_SIG] = g
         if lexicon is None:
-            bodies = [f"{kw['title']} {kw['text']}".strip() for kw in fields]
+            bodies = [f"{v[_TITLE]} {v[_TEXT]}".strip() for v in fields]
             if batch_scorer is not None:
                 scores = batch_scorer.score_many(bodies)
             else:
-                scores = [
-                    scorer.score(b, kw["language"]) for b, kw in zip(bodies, fields, strict=True)
-                ]
-            for kw, (label, sc) in zip(fields, scores, strict=True):
-                kw["sentiment"], kw["sentiment_score"] = label, sc
-        items = [MediaItem(**kw, signature=g) for kw, g in zip(fields, sigs, strict=True)]
+                scores = [scorer.score(b, v[_LANG]) for b, v in zip(bodies, fields, strict=True)]
+            for vals, (label, sc) in zip(fields, scores, strict=True):
+                vals[_SENTIMENT], vals[_SENTIMENT + 1] = label, sc
+        items = [MediaItem(*vals) for vals in fields]
         mt = MediaTally()
+        mentions = mt.mentions
         for it in items:
             for e in it.entities:
                 key = (e, it.source, it.sentiment)
-                mt.mentions[key] = mt.mentions.get(key, 0) + 1
+                mentions[key] = mentions.get(key, 0) + 1
             mt.ambiguous += it.ambiguous
         if items:
             out.append((_KEY, items))

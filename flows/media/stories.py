@@ -186,18 +186,19 @@ class _StoryTerms(_StoryTracks):
     def _early_item(self, ts: float, item_terms: tuple[str, ...], out: list[Any]) -> None:
         """After a new story entered an open bucket: flag its story at once if one of its
         terms just passed the bar over the window (closed buckets plus open ones)."""
-        hot, open_ = self._hot_terms, self._open_terms
-        hi = self.cfg.rules.hot_issue
+        hot_get, open_ = self._hot_terms.get, self._open_terms
+        floor = self.cfg.rules.hot_issue.min_stories
+        fired, was, bars = self._early_fired, self._was_bursting, self._bars
         hit = False
         for t in item_terms:
-            w = open_[t] + hot.get(t, 0)
-            if w < hi.min_stories or t in self._early_fired or t in self._was_bursting:
+            w = open_[t] + hot_get(t, 0)
+            if w < floor or t in fired or t in was:
                 continue
-            bar = self._bars.get(t)
+            bar = bars.get(t)
             if bar is None or w >= bar:
-                bar = self._bars[t] = self._bar(t)  # exact when it matters
+                bar = bars[t] = self._bar(t)  # exact when it matters
             if w >= bar:
-                self._early_fired.add(t)
+                fired.add(t)
                 hit = True
         if hit:
             self._early(ts, out)
@@ -227,6 +228,13 @@ class _StoryTerms(_StoryTracks):
         fresh = [s for s in stories if any(t in self._early_fired for t, _ in s.terms)]
         self._report_stories(fresh, ts, out, hot=False)
 
+    def _decay_powers(self, d: float) -> list[float]:
+        """``d ** gap`` for the gaps of most baseline updates (the same floats as ``**``)."""
+        pw = getattr(self, "_pw", None)
+        if pw is None or pw[0] != d:
+            pw = self._pw = (d, [d**g for g in range(4096)])
+        return pw[1]
+
     def _learn_terms(self, old: _Bucket) -> None:
         """A bucket leaving the window updates the baseline rate of the terms it holds."""
         d = self._term_decay
@@ -234,9 +242,15 @@ class _StoryTerms(_StoryTracks):
         base = self._term_base
         get = base.get
         w = 1 - d
+        pw = self._decay_powers(d)
+        n_pw = len(pw)
         for t, c in old.terms.items():
             rb = get(t)
-            base[t] = ((0.0 if rb is None else rb[0] * d ** (idx - rb[1])) + w * c, idx)
+            if rb is None:
+                base[t] = (0.0 + w * c, idx)
+            else:
+                gap = idx - rb[1]
+                base[t] = (rb[0] * (pw[gap] if 0 <= gap < n_pw else d**gap) + w * c, idx)
         rb = get(_TOTAL)
         rate = 0.0 if rb is None else rb[0] * d ** (idx - rb[1])
         base[_TOTAL] = (rate + w * len(old.stories), idx)

@@ -27,6 +27,7 @@ import math
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -102,7 +103,10 @@ def tokens(text: str) -> list[str]:
     >>> tokens("RT @JetBlue: Lũ lụt ở Văn Lâm! https://t.co/x #ngap")
     ['rt', 'jetblue', 'lũ', 'lụt', 'ở', 'văn', 'lâm', 'ngap']
     """
-    return _WORD.findall(normalize(_URL.sub(" ", text)))
+    # Every URL match holds "://" or a "www." in some case: most texts skip the regex.
+    if "://" in text or "www." in text.lower():
+        text = _URL.sub(" ", text)
+    return _WORD.findall(normalize(text))
 
 
 def guess_language(text: str) -> str:
@@ -204,26 +208,28 @@ class WatchList:
     def find_tokens(self, exact: Sequence[str], folded: Sequence[str]) -> list[Match]:
         """Matches in a text given as its exact (accented) and folded tokens."""
         out: list[Match] = []
-        seen: set[str] = set()
-        n = len(folded)
         first = self._first
-        i = 0
-        while i < n:
-            cands = first.get(folded[i])
-            step = 1
-            if cands:
-                for p in cands:
-                    k = len(p.folded)
-                    if tuple(folded[i : i + k]) != p.folded:
-                        continue
-                    if p.strict and tuple(exact[i : i + k]) != p.exact:
-                        continue
-                    if p.entity not in seen:
-                        seen.add(p.entity)
-                        out.append(Match(p.entity, p.phrase, p.by))
-                    step = k
-                    break
-            i += step
+        # Only words that start a phrase can match; a match skips the words it covers.
+        starts = [i for i, w in enumerate(folded) if w in first]
+        if not starts:
+            return out
+        seen: set[str] = set()
+        nxt = 0
+        for i in starts:
+            if i < nxt:
+                continue
+            for p in first[folded[i]]:
+                k = len(p.folded)
+                # A one-word phrase matches its first word, which is how it was found.
+                if k > 1 and tuple(folded[i : i + k]) != p.folded:
+                    continue
+                if p.strict and tuple(exact[i : i + k]) != p.exact:
+                    continue
+                if p.entity not in seen:
+                    seen.add(p.entity)
+                    out.append(Match(p.entity, p.phrase, p.by))
+                nxt = i + k
+                break
         return out
 
     def find(self, text: str) -> list[Match]:
@@ -275,22 +281,34 @@ def _stop() -> frozenset[str]:
     return load_stopwords("en") | load_stopwords("vi")
 
 
-def terms(folded: Sequence[str], exclude: frozenset[str] = frozenset()) -> set[str]:
+@lru_cache(maxsize=64)
+def _skipped(exclude: frozenset[str]) -> frozenset[str]:
+    """Stop words and ``exclude`` in one set (one lookup per word)."""
+    return _stop() | exclude
+
+
+def terms(
+    folded: Sequence[str],
+    exclude: frozenset[str] = frozenset(),
+    also: AbstractSet[str] = frozenset(),
+) -> set[str]:
     """Candidate story terms of a text: content words and two-word phrases (folded).
 
-    Stop words, numbers, one-letter words and ``exclude`` (e.g. the watched names) are not
-    terms; a phrase is two adjacent content words. Vietnamese words are often two
-    syllables, so phrases matter there.
+    Stop words, numbers, one-letter words, ``exclude`` (e.g. the watched names) and
+    ``also`` (e.g. the text's own handles) are not terms; a phrase is two adjacent content
+    words. Vietnamese words are often two syllables, so phrases matter there.
 
     >>> sorted(terms(["the", "flood", "closes", "route", "5"]))
     ['closes', 'closes route', 'flood', 'flood closes', 'route']
+    >>> sorted(terms(["flood", "closes", "route"], frozenset({"route"}), {"flood"}))
+    ['closes']
     """
-    stop = _stop()
+    skip = _skipped(exclude)
     out: set[str] = set()
     add = out.add
     prev = None  # the previous word, if it was a content word
     for w in folded:
-        if len(w) > 1 and w not in stop and w not in exclude and not w.isdigit():
+        if len(w) > 1 and w not in skip and w not in also and not w.isdigit():
             add(w)
             if prev is not None:
                 add(prev + " " + w)
@@ -364,39 +382,47 @@ class LexiconSentiment:
         self.negative_below = negative_below
         self.positive_above = positive_above
         self._lex = {lang: _read_lexicon(lang) for lang in ("en", "vi")}
-        # The words a listed phrase can start with, per table: any other word is skipped
-        # without trying every phrase length.
-        self._starts = {
-            id(t): frozenset(k[0] for k in t if k)
-            for lx in self._lex.values()
-            for t in (lx.words, lx.folded)
+        # The lengths of the listed phrases starting with each word, longest first, per
+        # table: any other word is skipped, and only those lengths are tried.
+        self._starts: dict[int, dict[str, tuple[int, ...]]] = {}
+        for lx in self._lex.values():
+            for t in (lx.words, lx.folded):
+                lens: dict[str, set[int]] = {}
+                for k in t:
+                    if k:
+                        lens.setdefault(k[0], set()).add(len(k))
+                self._starts[id(t)] = {w: tuple(sorted(v, reverse=True)) for w, v in lens.items()}
+        self._folded_negators = {
+            lang: frozenset(fold(n) for n in lx.negators) for lang, lx in self._lex.items()
         }
 
     def score_tokens(self, exact: Sequence[str], lang: str, accented: bool = True) -> float:
         """Score of a tokenised text in ``(-1, 1)``."""
-        lex = self._lex.get(lang) or self._lex["en"]
+        lng = lang if lang in self._lex else "en"
+        lex = self._lex[lng]
         table = lex.words if accented else lex.folded
-        negs = lex.negators if accented else frozenset(fold(n) for n in lex.negators)
+        negs = lex.negators if accented else self._folded_negators[lng]
         toks = exact if accented else [fold(t) for t in exact]
         starts = self._starts[id(table)]
         total = 0.0
         n = len(toks)
         nxt = 0  # words before this are inside a phrase already scored
-        for i, w in enumerate(toks):
-            if i < nxt or w not in starts:
+        for i in [i for i, w in enumerate(toks) if w in starts]:
+            if i < nxt:
                 continue
             hit = None
-            for k in range(min(lex.longest, n - i), 0, -1):
-                v = table.get(tuple(toks[i : i + k]))
-                if v is not None:
-                    hit = (k, v)
-                    break
+            for k in starts[toks[i]]:  # the listed lengths, longest first
+                if k <= n - i:
+                    v = table.get(tuple(toks[i : i + k]))
+                    if v is not None:
+                        hit = (k, v)
+                        break
             if hit is None:
                 continue
             k, v = hit
             if i > 0:
                 v *= lex.intensifiers.get(toks[i - 1], 1.0)
-            if any(t in negs for t in toks[max(0, i - 3) : i]):
+            if i and not negs.isdisjoint(toks[max(0, i - 3) : i]):
                 v = -0.5 * v
             total += v
             nxt = i + k
