@@ -79,6 +79,11 @@ def summary_of(r: Any) -> dict[str, int]:
     return dict(json.loads(r.stderr.strip().splitlines()[-1])["summary"])
 
 
+def ingest(url: str, feed: str, *args: str) -> dict[str, int]:
+    """``vigil ingest --to URL --feed FEED ARGS``: its summary (the run must succeed)."""
+    return summary_of(_vigil("ingest", "--to", url, "--feed", feed, *args))
+
+
 # ---------------------------------------------------------------- RSS
 def test_an_rss_feed_polled_or_saved_reaches_the_media_flow_oldest_first(
     redis_server: RedisServer, feed_server: FeedServer, tmp_path: Path
@@ -95,22 +100,17 @@ def test_an_rss_feed_polled_or_saved_reaches_the_media_flow_oldest_first(
         "application/rss+xml",
     )
     url = redis_server.url
-    got = summary_of(
-        _vigil(
-            "ingest",
-            "--to",
-            url,
-            "--feed",
-            "media",
-            "--stream",
-            "rss",
-            "--rss",
-            feed_server.url("/feed.xml"),
-            "--polls",
-            "2",
-            "--interval",
-            "0.2",
-        )
+    got = ingest(
+        url,
+        "media",
+        "--stream",
+        "rss",
+        "--rss",
+        feed_server.url("/feed.xml"),
+        "--polls",
+        "2",
+        "--interval",
+        "0.2",
     )
     assert got["written"] == len(rows)  # the second poll got 304: nothing sent twice
     polls = [(p, h.get("if-none-match") is not None, s) for p, h, s in feed_server.requests]
@@ -122,9 +122,7 @@ def test_an_rss_feed_polled_or_saved_reaches_the_media_flow_oldest_first(
 
     saved = tmp_path / "feed.xml"
     saved.write_bytes(doc)
-    got = summary_of(
-        _vigil("ingest", "--to", url, "--feed", "media", "--stream", "f", "--rss", str(saved))
-    )
+    got = ingest(url, "media", "--stream", "f", "--rss", str(saved))
     assert got["written"] == len(rows)
     # The same items in the same order (feedparser resolves a guid against where it was).
     assert list(map(guid_tail, entries(url, "f:0"))) == list(map(guid_tail, sent))
@@ -149,26 +147,21 @@ def test_a_json_endpoint_polled_gives_the_media_flow_what_the_file_gives(
     cfg = tmp_path / "vigil.yaml"
     bus = media_section(kind="redis_stream", url=redis_server.url, stream="http")
     cfg.write_text(yaml.safe_dump({"media": bus}))
-    got = summary_of(
-        _vigil(
-            "ingest",
-            "--to",
-            redis_server.url,
-            "--feed",
-            "media",
-            "-c",
-            str(cfg),
-            "--stream",
-            "http",
-            "--http",
-            feed_server.url("/api/posts"),
-            "--items-path",
-            "data.items",
-            "--polls",
-            "2",
-            "--interval",
-            "0.2",
-        )
+    got = ingest(
+        redis_server.url,
+        "media",
+        "-c",
+        str(cfg),
+        "--stream",
+        "http",
+        "--http",
+        feed_server.url("/api/posts"),
+        "--items-path",
+        "data.items",
+        "--polls",
+        "2",
+        "--interval",
+        "0.2",
     )
     assert got == {"written": len(rows), "dropped": 0, "unreadable": 0}
     direct = run_media(media_section(kind="replay", paths=[str(SAMPLE)], format="csv"), False)
@@ -187,22 +180,17 @@ def test_queue_rows_polled_keep_only_the_mapped_fields(
     cfg = tmp_path / "q.yaml"
     section = boston_bus_section(redis_server.url, "polled")
     cfg.write_text(json.dumps({"service_queues": section}))
-    got = summary_of(
-        _vigil(
-            "ingest",
-            "--to",
-            redis_server.url,
-            "--feed",
-            "service_queues",
-            "-c",
-            str(cfg),
-            "--stream",
-            "polled",
-            "--http",
-            feed_server.url("/cases"),
-            "--polls",
-            "1",
-        )
+    got = ingest(
+        redis_server.url,
+        "service_queues",
+        "-c",
+        str(cfg),
+        "--stream",
+        "polled",
+        "--http",
+        feed_server.url("/cases"),
+        "--polls",
+        "1",
     )
     assert got["written"] == len(rows)
     sent = entries(redis_server.url, "polled:0")
@@ -222,21 +210,7 @@ def test_csv_and_json_options_send_what_file_sends(
     url = redis_server.url
     cfg = tmp_path / "q.yaml"
     cfg.write_text(json.dumps({"service_queues": boston_bus_section(url, "csv")}))
-    summary_of(
-        _vigil(
-            "ingest",
-            "--to",
-            url,
-            "--feed",
-            "service_queues",
-            "-c",
-            str(cfg),
-            "--stream",
-            "csv",
-            "--csv",
-            str(BOSTON),
-        )
-    )
+    ingest(url, "service_queues", "-c", str(cfg), "--stream", "csv", "--csv", str(BOSTON))
     assert [
         json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in entries(url, "csv:0")
     ] == [x.text for x in boston_lines()]
@@ -251,19 +225,7 @@ def test_csv_and_json_options_send_what_file_sends(
     as_array = tmp_path / "array" / "temp.json"
     as_array.write_text(json.dumps(points, indent=1))
     for path, stream in ((as_lines, "l"), (as_array, "a")):
-        got = summary_of(
-            _vigil(
-                "ingest",
-                "--to",
-                url,
-                "--feed",
-                "indicators",
-                "--stream",
-                stream,
-                "--json",
-                str(path),
-            )
-        )
+        got = ingest(url, "indicators", "--stream", stream, "--json", str(path))
         assert got["written"] == len(points)
     assert entries(url, "l:0") == entries(url, "a:0") == points
 
