@@ -416,3 +416,28 @@ def test_the_rules_step_reports_its_time_per_batch() -> None:
     _, _, tele = run([ssh(tmpl.format(i, i)) for i in range(6)])
     timings = [t.gauges["seconds"] for t in tele if isinstance(t, Tally) and t.step == "rules"]
     assert timings and all(0 <= s < 5 for s in timings)
+
+
+def test_probes_between_reports_of_a_scan_count_in_the_next_one() -> None:
+    # Probes of an ongoing scan that report nothing (no new target, no refresh due) take
+    # a shorter path in the rules; their evidence must still reach the next report.
+    def probe(ts: float, port: int) -> SecurityEvent:
+        return SecurityEvent(
+            ts=ts,
+            dataset="zeek",
+            action="connection",
+            source_ip="198.51.100.9",
+            destination_ip="10.0.0.5",
+            destination_port=port,
+            transport="tcp",
+            conn_state="S0",
+        )
+
+    rules = SecurityRules(RulesCfg())
+    evs = [probe(1000.0 + i, 1000 + i) for i in range(25)] + [probe(1100.0, 2000)]
+    scans = [d for d in rules.process(evs) if d.kind == "port_scan"]
+    assert [d.ts for d in scans] == [1019.0, 1100.0]  # the start, then one refresh
+    ev = dict(scans[-1].evidence)
+    assert dict(ev["hosts"]) == {"10.0.0.5": 26}  # 20 at the start, then every probe
+    assert dict(ev["scans"]) == {"vertical": 26}
+    assert scans[-1].peak == 26

@@ -81,7 +81,16 @@ def _distinct(
             del table[next(iter(table))]
         d = SlidingDistinct(w, cap)
     table[target] = d  # last: the most recently used
-    return d.add_count(item, ts)
+    # d.add_count(item, ts), its common case inlined (this runs several times per probe)
+    last = d._last
+    if last.pop(item, None) is None and len(last) >= d.cap:
+        d.add(item, ts)  # at the cap: expire, then keep it or count it in the sketch
+        return d.count(ts)
+    last[item] = ts
+    if last[next(iter(last))] < ts - d.window_s:
+        d._expire(ts)
+    hll = d._hll
+    return len(last) if hll is None else len(last) + round(hll.get_estimate())
 
 
 def _seed_set(ep: _Episode, name: str, d: SlidingDistinct | None) -> None:
@@ -273,17 +282,47 @@ class _Crowds:
         return c
 
     def process_crowd(self, items: Iterable[tuple[str, SecurityEvent]]) -> list[Detection]:
-        """Apply each ``(role, event)`` routed here to its rule; return the detections."""
+        """Apply each ``(role, event)`` routed here to its rule; return the detections.
+
+        The probes' common case (count them, nothing to fire or extend) runs here, with
+        the rules' settings bound to locals: it is most of the flow's events (connections).
+        """
         out: list[Detection] = []
-        distributed, fan_in, account = self._distributed, self._fan_in, self._account
+        rules = self.rules
+        ds, fi = rules.distributed_scan, rules.port_fan_in
+        ds_w, ds_addresses, ds_ports = ds.window_s, ds.addresses, ds.ports
+        ds_addr_cap, ds_port_cap = 2 * ds.addresses, 2 * ds.ports
+        fi_w, fi_sources, fi_cap = fi.window_s, fi.sources, 2 * fi.sources
+        prefix_keys = self._router._prefix_keys
+        crowd, account = self._crowd, self._account
+        host_key = _KEY[HOST]
         for role, ev in items:
-            self._ts = ev.ts
+            ts = self._ts = ev.ts
             self._ds = ev.dataset
             try:
                 if role == PREFIX:
-                    distributed(ev, out)
+                    ip, dst = str(ev.source_ip), str(ev.destination_ip)
+                    pp = f"{int(ev.destination_port or 0)}/{ev.transport or 'tcp'}"
+                    c = crowd(prefix_keys[ip], ts)  # prefix_key(ip), inlined
+                    h = c.hits  # c.hit(ip), inlined
+                    if ip in h:
+                        h[ip] += 1
+                    elif len(h) < _EVIDENCE_ITEMS:
+                        h[ip] = 1
+                    sets = c.sets
+                    n_addr = _distinct(sets, ("addresses", dst), ip, ts, ds_w, ds_addr_cap)
+                    n_ports = _distinct(sets, ("ports", dst), pp, ts, ds_w, ds_port_cap)
+                    if c.active or (n_addr >= ds_addresses and n_ports >= ds_ports):
+                        self._distributed(c, ip, dst, pp, n_addr, n_ports, out)
                 elif role == HOST:
-                    fan_in(ev, out)
+                    ip, dst = str(ev.source_ip), str(ev.destination_ip)
+                    port = int(ev.destination_port or 0)
+                    pp = f"{port}/{ev.transport or 'tcp'}"
+                    c = crowd(host_key + dst, ts)
+                    n = _distinct(c.sets, ("sources", pp), ip, ts, fi_w, fi_cap)
+                    act = c.active
+                    if n >= fi_sources or (act and ("port_fan_in", pp) in act):
+                        self._fan_in(c, ip, dst, port, ev.transport or "tcp", pp, n, out)
                 elif role == USER:
                     account(ev, out)
             except Exception as ex:  # a rule bug must not stop the flow: dead-letter it
@@ -299,24 +338,20 @@ class _Crowds:
         return len(old)
 
     # ------------------------------------------------------------ rules over many sources
-    def _distributed(self, ev: SecurityEvent, out: list[Detection]) -> None:
+    def _distributed(
+        self,
+        c: _Crowd,
+        ip: str,
+        dst: str,
+        pp: str,
+        n_addr: int,
+        n_ports: int,
+        out: list[Detection],
+    ) -> None:
+        """A prefix's probe that hits or meets an episode (its counts taken already)."""
         ds = self.rules.distributed_scan
-        ip, dst, port = str(ev.source_ip), str(ev.destination_ip), int(ev.destination_port or 0)
-        proto = ev.transport or "tcp"
-        ts = ev.ts
-        c = self._crowd(self._router._prefix_keys[ip], ts)  # prefix_key(ip), inlined
-        h = c.hits  # c.hit(ip), inlined
-        if ip in h:
-            h[ip] += 1
-        elif len(h) < _EVIDENCE_ITEMS:
-            h[ip] = 1
-        sets = c.sets
-        n_addr = _distinct(sets, ("addresses", dst), ip, ts, ds.window_s, 2 * ds.addresses)
-        pp = f"{port}/{proto}"
-        n_ports = _distinct(sets, ("ports", dst), pp, ts, ds.window_s, 2 * ds.ports)
+        ts = self._ts
         act = c.active
-        if not act and (n_addr < ds.addresses or n_ports < ds.ports):
-            return  # no hit, nothing to extend: the common case
         hit = n_addr >= ds.addresses and n_ports >= ds.ports
         ep = _ongoing(act, ("distributed_scan", ""), ts)
         refresh = self._refresh(ds)
@@ -360,17 +395,21 @@ class _Crowds:
             ),
         )
 
-    def _fan_in(self, ev: SecurityEvent, out: list[Detection]) -> None:
+    def _fan_in(
+        self,
+        c: _Crowd,
+        ip: str,
+        dst: str,
+        port: int,
+        proto: str,
+        pp: str,
+        n: int,
+        out: list[Detection],
+    ) -> None:
+        """A host's probe that hits or meets an episode (its count taken already)."""
         fi = self.rules.port_fan_in
-        ip, dst, port = str(ev.source_ip), str(ev.destination_ip), int(ev.destination_port or 0)
-        proto = ev.transport or "tcp"
-        ts = ev.ts
-        c = self._crowd(_KEY[HOST] + dst, ts)
-        pp = f"{port}/{proto}"
-        n = _distinct(c.sets, ("sources", pp), ip, ts, fi.window_s, 2 * fi.sources)
+        ts = self._ts
         act = c.active
-        if n < fi.sources and not (act and ("port_fan_in", pp) in act):
-            return
         ep = _ongoing(act, ("port_fan_in", pp), ts)
         refresh = self._refresh(fi)
         if ep is not None and ts - ep.last_emit < refresh:  # the common case, inlined

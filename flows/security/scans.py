@@ -194,8 +194,9 @@ class _PortScans:
             return
         proto = ev.transport or "tcp"
         mostly_failed = bal > 0
-        hits: list[_Hit] = []
         vs = r.vertical_scan
+        n = 0
+        v_hit = False
         if vs.enabled:
             table = src.ports_by_host
             if table is None:
@@ -204,23 +205,10 @@ class _PortScans:
             if d is None:
                 d = self._new_distinct(table, dst, vs.window_s, 2 * vs.ports)
             n = d.add_count(port, ts)
-            if n >= vs.ports and mostly_failed:
-                hits.append(
-                    _Hit(
-                        "vertical",
-                        n,
-                        vs,
-                        vs.ports,
-                        lambda: (
-                            f"Vertical port scan of {dst} from {ip}",
-                            f"{n} distinct ports on {dst} probed by {ip} without an answer "
-                            f"within {_fmt_n(vs.window_s)} s (threshold {vs.ports})",
-                        ),
-                        lambda ep: _seed_ports(ep, src.ports_by_host, dst, proto),
-                        dst,
-                    )
-                )
+            v_hit = n >= vs.ports and mostly_failed
         hs = r.horizontal_scan
+        m = 0
+        h_hit = False
         if hs.enabled:
             by_port = src.hosts_by_port
             if by_port is None:
@@ -229,24 +217,99 @@ class _PortScans:
             if d is None:
                 d = self._new_distinct(by_port, port, hs.window_s, 2 * hs.hosts)
             m = d.add_count(dst, ts)
-            if m >= hs.hosts and mostly_failed:
-                hits.append(
-                    _Hit(
-                        "horizontal",
-                        m,
-                        hs,
-                        hs.hosts,
-                        lambda: (
-                            f"Horizontal scan of port {port} from {ip}",
-                            f"port {port} probed on {m} distinct hosts by {ip} without an "
-                            f"answer within {_fmt_n(hs.window_s)} s (threshold {hs.hosts})",
-                        ),
-                        lambda ep: _seed_hosts(ep, src.hosts_by_port, port, proto),
-                        str(port),
-                    )
+            h_hit = m >= hs.hosts and mostly_failed
+        act = src.active
+        if act is None:
+            if not (v_hit or h_hit):
+                return  # nothing to fire or extend: the common case
+        elif self._scan_extends(act, ts, dst, port, proto, v_hit, n, h_hit, m):
+            return  # an ongoing scan extended, nothing to report
+        hits: list[_Hit] = []
+        if v_hit:
+            hits.append(
+                _Hit(
+                    "vertical",
+                    n,
+                    vs,
+                    vs.ports,
+                    lambda: (
+                        f"Vertical port scan of {dst} from {ip}",
+                        f"{n} distinct ports on {dst} probed by {ip} without an answer "
+                        f"within {_fmt_n(vs.window_s)} s (threshold {vs.ports})",
+                    ),
+                    lambda ep: _seed_ports(ep, src.ports_by_host, dst, proto),
+                    dst,
                 )
+            )
+        if h_hit:
+            hits.append(
+                _Hit(
+                    "horizontal",
+                    m,
+                    hs,
+                    hs.hosts,
+                    lambda: (
+                        f"Horizontal scan of port {port} from {ip}",
+                        f"port {port} probed on {m} distinct hosts by {ip} without an "
+                        f"answer within {_fmt_n(hs.window_s)} s (threshold {hs.hosts})",
+                    ),
+                    lambda ep: _seed_hosts(ep, src.hosts_by_port, port, proto),
+                    str(port),
+                )
+            )
         if hits or src.active:  # else nothing to fire or extend
             self._scan(ip, src, out, hits, lambda ep: _probe_evidence(ep, dst, port, proto))
+
+    def _scan_extends(
+        self,
+        act: dict[tuple[str, str], _Episode],
+        ts: float,
+        dst: str,
+        port: int,
+        proto: str,
+        v_hit: bool,
+        n: int,
+        h_hit: bool,
+        m: int,
+    ) -> bool:
+        """What :meth:`_scan` does with a probe of an ongoing ``port_scan`` episode that
+        reports nothing (no target newly over its threshold or due, no refresh due), done
+        without building its hits; ``False`` (nothing changed) when :meth:`_scan` must run.
+        Most probes of a long scan are this case."""
+        ep = _ongoing(act, ("port_scan", ""), ts)
+        if ep is None:
+            return False
+        refresh = self.refresh_s
+        if ts - ep.last_emit >= refresh:
+            return False
+        targets = ep.targets
+        if v_hit:
+            last = targets.get(("vertical", dst)) if targets is not None else None
+            if last is None or ts - last >= refresh:
+                return False
+        if h_hit:
+            last = targets.get(("horizontal", str(port))) if targets is not None else None
+            if last is None or ts - last >= refresh:
+                return False
+        _probe_evidence(ep, dst, port, proto)
+        if targets is None:
+            ep.targets = {}
+        scans = ep.scans
+        r = self.rules
+        if v_hit:
+            if "vertical" not in scans:
+                ep.hold = max(ep.hold, r.vertical_scan.window_s)
+            if n > scans.get("vertical", 0):
+                scans["vertical"] = n
+        if h_hit:
+            if "horizontal" not in scans:
+                ep.hold = max(ep.hold, r.horizontal_scan.window_s)
+            if m > scans.get("horizontal", 0):
+                scans["horizontal"] = m
+        first = n if v_hit else m if h_hit else None
+        if first is not None and first > ep.peak:
+            ep.peak, ep.peak_ts = first, ts
+        return True
 
     def _scan(
         self,
