@@ -57,3 +57,21 @@ def test_step_cusum_scores_and_learns_as_cusum(grace: int) -> None:
         assert fused.snapshot() == plain.snapshot()
         signals += score >= 1.0
     assert signals > 0  # the restart after a signal is exercised
+
+
+def test_fast_queue_stats_equal_the_dataclass() -> None:
+    # agency._new_stats builds QueueStats through its slots, for speed: the same record,
+    # defaults included, that pickles and compares like one built by its __init__.
+    import pickle
+
+    from vigil.flows.queues.agency import _new_stats
+
+    from vigil.records import QueueStats
+
+    args = (7200.0, 3600.0, "PWD", "Pothole", 3, 2, 9, 1, 1, 1, 0.5, 60.0, 90.0, 120.0)
+    for extra in ((), (43200.0,), (43200.0, (("app", 2), ("call", 1)))):
+        fast, plain = _new_stats(*args, *extra), QueueStats(*args, *extra)
+        assert fast == plain and repr(fast) == repr(plain)
+        assert pickle.loads(pickle.dumps(fast)) == plain
+    with pytest.raises(AttributeError):
+        fast.backlog = 0  # type: ignore[misc]  # still frozen

@@ -39,27 +39,43 @@ class SlotBaseline(CalendarBaseline):
         self, slot: int, x: float, clip_z: float | None, learn: bool
     ) -> tuple[float, float, float, float]:
         """``explain_one(slot, x)`` as ``(score, expected, lower, upper)``; then, if
-        ``learn``, ``learn_one(slot, x, clip_z)``."""
+        ``learn``, ``learn_one(slot, x, clip_z)``.
+
+        ``max``/``min`` of a few floats are written out as the comparisons the builtins
+        make (``max`` keeps the first value unless a later one is greater), which is
+        the same result for every input, NaN included, at a fraction of the cost.
+        """
         n = self._n[slot]
+        mean = self._mean[slot]
         if n < self.grace_period:
             out = (0.0, x, -_INF, _INF)
             if not learn:
                 return out
-            mean = self._mean[slot]
         else:
-            mean = self._mean[slot]
-            std = max(math.sqrt(self._var[slot]), math.sqrt(max(mean, 0.0)), self.min_std)
+            std = math.sqrt(self._var[slot])
+            r = math.sqrt(0.0 if mean < 0.0 else mean)
+            if r > std:
+                std = r
+            if self.min_std > std:
+                std = self.min_std
             w = self.band_z * std
             out = ((x - mean) / std, mean, mean - w, mean + w)
             if not learn:
                 return out
             if clip_z is not None:
                 w = clip_z * std
-                x = min(max(x, mean - w), mean + w)
+                lo = mean - w
+                if lo > x:
+                    x = lo
+                hi = mean + w
+                if hi < x:
+                    x = hi
         if n == 0:
             self._mean[slot], self._var[slot] = x, 0.0
         else:
-            a = max(self.alpha, 1.0 / (n + 1))
+            a = 1.0 / (n + 1)
+            if self.alpha >= a:  # max(alpha, 1 / (n + 1)): alpha unless the other is greater
+                a = self.alpha
             diff = x - mean
             incr = a * diff
             self._mean[slot] = mean + incr
@@ -70,6 +86,10 @@ class SlotBaseline(CalendarBaseline):
 
 class StepCUSUM(CUSUM):
     """A :class:`~vigil.detectors.cusum.CUSUM` with :meth:`score_learn`.
+
+    The state is kept as five plain fields rather than a frozen ``CUSUMState`` rebuilt at
+    every value (a frozen dataclass costs about a microsecond to build, and this runs for
+    every window of every agency); ``_state`` and :meth:`snapshot` give the parent's form.
 
     Examples
     --------
@@ -82,31 +102,63 @@ class StepCUSUM(CUSUM):
     (True, True)
     """
 
+    _n: int
+    _mean: float
+    _var: float
+    _pos: float
+    _neg: float
+
+    @property  # type: ignore[override]
+    def _state(self) -> CUSUMState:
+        return CUSUMState(self._n, self._mean, self._var, self._pos, self._neg)
+
+    @_state.setter
+    def _state(self, s: CUSUMState) -> None:
+        self._n, self._mean, self._var, self._pos, self._neg = (
+            s.n,
+            s.mean,
+            s.var,
+            s.s_pos,
+            s.s_neg,
+        )
+
     def score_learn(self, x: float) -> float:
-        """``score_one(x)``, then ``learn_one(x)``; the sums are computed once."""
-        s = self.snapshot()  # the state itself (frozen), typed
-        if s.n < self.grace_period:
+        """``score_one(x)``, then ``learn_one(x)``; the sums are computed once.
+
+        The same operations as :class:`~vigil.detectors.cusum.CUSUM`, with ``max`` of
+        two values written out (``b if b > a else a`` is what ``max(a, b)`` returns).
+        """
+        n, mean = self._n, self._mean
+        if n < self.grace_period:
             score = 0.0
-            if s.n == 0:
-                self._state = CUSUMState(1, x, 0.0)
+            if n == 0:
+                self._n, self._mean, self._var, self._pos, self._neg = 1, x, 0.0, 0.0, 0.0
                 return score
             s_pos = s_neg = 0.0
         else:
-            z = (x - s.mean) / max(math.sqrt(s.var), self.min_std)
-            s_pos = max(0.0, s.s_pos + z - self.k)
-            s_neg = max(0.0, s.s_neg - z - self.k)
-            top = max(s_pos, s_neg)
+            sd = math.sqrt(self._var)
+            ms = self.min_std
+            z = (x - mean) / (ms if ms > sd else sd)
+            k = self.k
+            s_pos = self._pos + z - k
+            s_pos = s_pos if s_pos > 0.0 else 0.0
+            s_neg = self._neg - z - k
+            s_neg = s_neg if s_neg > 0.0 else 0.0
+            top = s_neg if s_neg > s_pos else s_pos
             score = top / self.h
-            if s.n == 0:  # grace_period 0: learn_one's first value
-                self._state = CUSUMState(1, x, 0.0)
+            if n == 0:  # grace_period 0: learn_one's first value
+                self._n, self._mean, self._var, self._pos, self._neg = 1, x, 0.0, 0.0, 0.0
                 return score
             if top >= self.h:
-                self._state = CUSUMState()  # signalled: restart (see CUSUM.learn_one)
+                # signalled: restart (see CUSUM.learn_one)
+                self._n, self._mean, self._var, self._pos, self._neg = 0, 0.0, 0.0, 0.0, 0.0
                 return score
-        a = max(self.alpha, 1.0 / (s.n + 1))
-        diff = x - s.mean
+        b = 1.0 / (n + 1)
+        a = b if b > self.alpha else self.alpha
+        diff = x - mean
         incr = a * diff
-        self._state = CUSUMState(
-            s.n + 1, s.mean + incr, (1 - a) * (s.var + diff * incr), s_pos, s_neg
-        )
+        self._n = n + 1
+        self._mean = mean + incr
+        self._var = (1 - a) * (self._var + diff * incr)
+        self._pos, self._neg = s_pos, s_neg
         return score

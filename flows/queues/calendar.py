@@ -102,6 +102,7 @@ class WorkCalendar:
         self._cache: dict[int, tuple[date, int, int]] = {}
         self._types: dict[date, int] = {}
         self._windows: dict[float, tuple[date, str, int, int, bool]] = {}
+        self._clocks: dict[float, str] = {}
 
     def local(self, ts: float) -> tuple[date, int, int]:
         """``(local date, hour, seconds since local midnight)``; cached per hour."""
@@ -125,6 +126,17 @@ class WorkCalendar:
             d, _hour, sec = self.local(start)
             hit = (d, d.isoformat(), self.day_type_of(d), sec, self.in_office_hours(start))
             self._windows[start] = hit
+        return hit
+
+    def clock(self, ts: float) -> str:
+        """Local wall-clock time of ``ts``, e.g. ``"10:00 EST"``; cached (every agency of
+        every shard describes its detections at the same window ends)."""
+        hit = self._clocks.get(ts)
+        if hit is None:
+            if len(self._clocks) > 100_000:
+                self._clocks.clear()
+            hit = datetime.fromtimestamp(ts, tz=self.zone).strftime("%H:%M %Z")
+            self._clocks[ts] = hit
         return hit
 
     def day_type_of(self, d: date) -> int:

@@ -21,8 +21,18 @@ FEED = "service_queues"
 _Z_CLIP = 5.0  # one wild hour must not decide a CUSUM alone
 
 
+_ISO: dict[float, str] = {}
+
+
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``ts`` as ISO 8601 UTC; cached, as a condition's start is repeated at every window
+    it holds."""
+    hit = _ISO.get(ts)
+    if hit is None:
+        if len(_ISO) > 10_000:
+            _ISO.clear()
+        hit = _ISO[ts] = datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return hit
 
 
 def _hours(seconds: float) -> str:
@@ -44,7 +54,7 @@ class _QueueRules:
 
     def _clock(self, ts: float) -> str:
         """Local wall-clock time of ``ts`` in the offices' zone, e.g. ``"10:00 EST"``."""
-        return datetime.fromtimestamp(ts, tz=self.cal.zone).strftime("%H:%M %Z")
+        return self.cal.clock(ts)
 
     def _emit(
         self,

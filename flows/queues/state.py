@@ -127,7 +127,7 @@ class QueueMonitor(_QueueRules):
     # ---------------------------------------------------------------- state
     def snapshot(self) -> QueueSnapshot:
         return QueueSnapshot(
-            tuple((k, tuple(v)) for k, v in self._reqs.items()),
+            tuple(zip(self._reqs, map(tuple, self._reqs.values()), strict=True)),
             tuple(self._timers),
             tuple((k, a.__getstate__()) for k, a in self._agencies.items()),
             self._next,
@@ -263,7 +263,8 @@ class QueueMonitor(_QueueRules):
 
     def _closed(self, ev: QueueEvent) -> None:
         req = self._reqs.pop(ev.rid, None)
-        a = self._agency(ev.agency if req is None else req[_AG])
+        name = ev.agency if req is None else req[_AG]
+        a = self._agencies.get(name) or self._agency(name)
         if req is None:
             # Received before the stream began, or expired: a completion all the same.
             self._count("closed_unknown")
@@ -278,12 +279,12 @@ class QueueMonitor(_QueueRules):
                 lv[1] -= 1
         # A verdict needs a source: the publisher's flag, else a deadline (the record's
         # or the service-level table's). Without one the completion is not judged.
-        judged = ev.on_time is not None or due is not None
-        if ev.on_time is not None:
-            on_time = ev.on_time
-        else:
-            on_time = due is not None and not overdue and ev.ts <= due
         ts = ev.ts
+        met = due is not None and not overdue and ts <= due
+        flag = ev.on_time
+        judged = flag is not None or due is not None
+        on_time = flag if flag is not None else met
+        proc = None if received is None else max(ts - received, 0.0)
         bk = a.buckets.get(ts - ts % self.w) or self._bucket(a, ts)
         for c in (bk.agency, bk.services.get(svc) or bk.svc(svc)):
             c.completions += 1
@@ -291,10 +292,10 @@ class QueueMonitor(_QueueRules):
                 c.judged += 1
             if on_time:
                 c.on_time += 1
-            if due is not None and not overdue and ev.ts <= due:
+            if met:
                 c.met += 1
-            if received is not None:
-                c.add_proc(max(ev.ts - received, 0.0))
+            if proc is not None:
+                c.add_proc(proc)
 
     def _status(self, ev: QueueEvent) -> None:
         req = self._reqs.get(ev.rid)
