@@ -26,9 +26,20 @@ class _OneSidedAtTime:
     def __init__(self, inner: SeasonalBaseline) -> None:
         self.inner = inner
         self.ts: float | None = None
+        # The last explanation, by (x, ts, the baseline's state): each step explains one
+        # value twice (for the likelihood's raw score, then for the band). The state is
+        # frozen and replaced by every update, so its identity says it is unchanged.
+        self._memo: tuple[float, float | None, object, Explanation] | None = None
 
     def explain_one(self, x: float, ts: float | None = None) -> Explanation:
-        return self.inner.explain_one(x, self.ts if ts is None else ts)
+        t = self.ts if ts is None else ts
+        state = self.inner.snapshot()
+        m = self._memo
+        if m is not None and m[0] == x and m[1] == t and m[2] is state:
+            return m[3]
+        e = self.inner.explain_one(x, t)
+        self._memo = (x, t, state, e)
+        return e
 
     def score_one(self, x: float, ts: float | None = None) -> float:
         e = self.explain_one(x, ts)
@@ -42,6 +53,7 @@ class _OneSidedAtTime:
 
     def restore(self, state: SeasonalBaselineState) -> None:
         self.inner.restore(state)
+        self._memo = None
 
 
 @dataclass(frozen=True, slots=True)

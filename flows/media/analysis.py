@@ -368,7 +368,7 @@ class MediaAnalyzer(_StoryTerms):
     # ------------------------------------------------------------------ windows
     def _close_until(self, limit: float) -> list[Any]:
         out: list[Any] = []
-        latest: dict[str, SeriesPoint] = {}
+        latest: dict[str, tuple[float, ...]] = {}
         step = self.cfg.bucket_s
         if self._next is None:
             self._next = min(self._open)
@@ -388,11 +388,11 @@ class MediaAnalyzer(_StoryTerms):
                 bucket = _Bucket()
             self._close(b, bucket, out, latest)
             self._next = b + step
-        out.extend(latest.values())
+        out.extend(SeriesPoint(FEED, f"mentions.{e}", *v) for e, v in latest.items())
         return out
 
     def _close(
-        self, b: float, bucket: _Bucket, out: list[Any], latest: dict[str, SeriesPoint]
+        self, b: float, bucket: _Bucket, out: list[Any], latest: dict[str, tuple[float, ...]]
     ) -> None:
         end = b + self.cfg.bucket_s
         self._n_closed += 1
@@ -402,7 +402,7 @@ class MediaAnalyzer(_StoryTerms):
 
     # ---- volume
     def _volume_step(
-        self, end: float, bucket: _Bucket, out: list[Any], latest: dict[str, SeriesPoint]
+        self, end: float, bucket: _Bucket, out: list[Any], latest: dict[str, tuple[float, ...]]
     ) -> None:
         vr = self.cfg.rules.volume
         for e in self.entities:
@@ -414,9 +414,8 @@ class MediaAnalyzer(_StoryTerms):
             x = float(bucket.mentions.get(e, 0))
             ex = det.explain_one(x, end)
             det.learn_one(x, end)
-            latest[e] = SeriesPoint(
-                FEED, f"mentions.{e}", end, x, ex.expected, ex.lower, ex.upper, ex.score
-            )
+            # Only each entity's last point is sent: built once, at the end of the close.
+            latest[e] = (end, x, ex.expected, ex.lower, ex.upper, ex.score)
             hit = ex.score >= vr.threshold and max(x, ex.expected) >= vr.min_count
             if not (vr.enabled and hit and x > ex.expected):
                 continue

@@ -422,6 +422,14 @@ def _add(
     """Add (``sign`` 1) or remove (-1) ``counts``, dropping terms that reach zero; ``big``
     is kept as the set of terms counted at least ``floor`` times."""
     get = into.get
+    if big is None:  # the open buckets' counts: no floor to track
+        for t, c in counts.items():
+            v = get(t, 0) + sign * c
+            if v > 0:
+                into[t] = v
+            else:
+                into.pop(t, None)
+        return
     for t, c in counts.items():
         old = get(t, 0)
         v = old + sign * c
@@ -429,7 +437,7 @@ def _add(
             into[t] = v
         else:
             into.pop(t, None)
-        if big is not None and (old >= floor) != (v >= floor):  # crossed the floor
+        if (old >= floor) != (v >= floor):  # crossed the floor
             if v >= floor:
                 big.add(t)
             else:

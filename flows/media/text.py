@@ -146,6 +146,7 @@ class _Phrase:
     folded: tuple[str, ...]
     exact: tuple[str, ...]
     strict: bool  # folding collides with another entity's phrase: match the accents too
+    match: Match  # what finding it reports (one frozen value, not one per text)
 
 
 class WatchList:
@@ -196,7 +197,7 @@ class WatchList:
             strict = len(owners[folded]) > 1
             if strict:
                 self._ambiguous.add(folded)
-            p = _Phrase(ent, phrase, by, folded, exact, strict)
+            p = _Phrase(ent, phrase, by, folded, exact, strict, Match(ent, phrase, by))
             self._first.setdefault(folded[0], []).append(p)
         for lst in self._first.values():
             lst.sort(key=lambda p: -len(p.folded))  # longest phrase first
@@ -209,10 +210,10 @@ class WatchList:
         """Matches in a text given as its exact (accented) and folded tokens."""
         out: list[Match] = []
         first = self._first
+        if first.keys().isdisjoint(folded):  # the common case: no watched name at all
+            return out
         # Only words that start a phrase can match; a match skips the words it covers.
         starts = [i for i, w in enumerate(folded) if w in first]
-        if not starts:
-            return out
         seen: set[str] = set()
         nxt = 0
         for i in starts:
@@ -227,7 +228,7 @@ class WatchList:
                     continue
                 if p.entity not in seen:
                     seen.add(p.entity)
-                    out.append(Match(p.entity, p.phrase, p.by))
+                    out.append(p.match)
                 nxt = i + k
                 break
         return out
