@@ -23,7 +23,7 @@ Usage::
 5. **Throughput**: items/s of the whole bytewax flow (one worker, stories and lexicon
    sentiment on) on the tweets repeated to 5 copies, beside a plain Python loop doing the
    same parsing and analysis; wall clock, and CPU time of this process (the machine may be
-   shared). Each starts from a frozen heap (``gc.freeze()``), as ``vigil run`` starts a flow.
+   shared). Each runs with the garbage collector set as ``vigil run`` sets it (``flow_heap``).
 
 The last line printed is one JSON object with the figures (``media_items_per_s``: the
 flow's wall-clock items/s).
@@ -32,7 +32,6 @@ flow's wall-clock items/s).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import tempfile
@@ -47,7 +46,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 from vigil.detectors.mention_volume import MentionVolume  # noqa: E402
-from vigil.flows.cli.runner import freeze_heap  # noqa: E402
+from vigil.flows.cli.runner import flow_heap  # noqa: E402
 from vigil.flows.evaluation import nab  # noqa: E402
 from vigil.flows.media.analysis import MediaAnalyzer  # noqa: E402
 from vigil.flows.media.config import MediaConfig, WatchEntity  # noqa: E402
@@ -313,14 +312,11 @@ def throughput(copies: int = 5) -> dict[str, Any]:
             rr["tweet_id"] = f"{r['tweet_id']}-{k}"
             rows.append(rr)
     cfg = airline_cfg()
-    # Both runs start from a frozen heap, as `vigil run` starts a flow: full collections
-    # would otherwise walk the 73,200 input rows and the imports again and again.
-    freeze_heap()
-    t0, c0 = time.perf_counter(), time.process_time()
-    try:
+    # Both runs use the collector settings `vigil run` uses (a frozen heap: full collections
+    # would otherwise walk the 73,200 input rows and the imports again and again).
+    with flow_heap():
+        t0, c0 = time.perf_counter(), time.process_time()
         _, n = analyse(rows, cfg)
-    finally:
-        gc.unfreeze()
     loop_s, loop_cpu = time.perf_counter() - t0, time.process_time() - c0
     dets: list[Any] = []
     dead: list[Any] = []
@@ -340,12 +336,9 @@ def throughput(copies: int = 5) -> dict[str, Any]:
         TestingSink(tele),
         environ={"VIGIL_AUTHOR_SALT": "bench"},
     )
-    freeze_heap()
-    t0, c0 = time.perf_counter(), time.process_time()
-    try:
+    with flow_heap():
+        t0, c0 = time.perf_counter(), time.process_time()
         run_main(flow)
-    finally:
-        gc.unfreeze()
     flow_s, flow_cpu = time.perf_counter() - t0, time.process_time() - c0
     res = {
         "items": len(rows),

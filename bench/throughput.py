@@ -26,7 +26,6 @@ its throughput to the flow's without rules (``sigma_ratio`` in the JSON line); u
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import re
 import sys
@@ -40,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from bytewax.testing import TestingSink, run_main  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
-from vigil.flows.cli.runner import freeze_heap  # noqa: E402
+from vigil.flows.cli.runner import flow_heap  # noqa: E402
 from vigil.flows.config import parse_config  # noqa: E402
 from vigil.flows.main import make_alert_sink  # noqa: E402
 from vigil.flows.security.config import SecurityConfig  # noqa: E402
@@ -142,12 +141,9 @@ def run_flow(path: Path, sigma: tuple[str, ...] = ()) -> tuple[float, float, int
         TestingSink(dead),
         MetricsSink(metrics),
     )
-    freeze_heap()  # as `vigil run` does before it starts a flow
-    t0, c0 = time.perf_counter(), time.process_time()
-    try:
+    with flow_heap():  # as `vigil run` does before it starts a flow
+        t0, c0 = time.perf_counter(), time.process_time()
         run_main(flow)
-    finally:
-        gc.unfreeze()
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     return dt, cpu, metrics.total_lines, metrics.total_detections
 
