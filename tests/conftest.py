@@ -686,3 +686,64 @@ def alertmanager_server(
         AlertmanagerServer, "prometheus-alertmanager", "prometheus-alertmanager", tmp_path_factory
     ) as start:
         yield start
+
+
+# ---------------------------------------------------------------- feed documents over HTTP
+class FeedServer:
+    """A real HTTP server on 127.0.0.1 serving feed documents with ETag validation."""
+
+    def __init__(self) -> None:
+        self.docs: dict[str, tuple[bytes, str]] = {}
+        self.requests: list[tuple[str, dict[str, str], int]] = []
+        self.fail_next = 0
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                hdrs = {k.lower(): v for k, v in self.headers.items()}
+                if outer.fail_next:
+                    outer.fail_next -= 1
+                    status, body, ctype = 503, b"busy", "text/plain"
+                elif self.path not in outer.docs:
+                    status, body, ctype = 404, b"", "text/plain"
+                else:
+                    body, ctype = outer.docs[self.path]
+                    etag = f'"{hash(body) & 0xFFFFFFFF:x}"'
+                    status = 304 if hdrs.get("if-none-match") == etag else 200
+                outer.requests.append((self.path, hdrs, status))
+                self.send_response(status)
+                if status in (200, 304) and self.path in outer.docs:
+                    self.send_header("ETag", etag)
+                if status == 200:
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                else:
+                    self.send_header("Content-Length", "0" if status != 503 else str(len(body)))
+                    self.end_headers()
+                    if status == 503:
+                        self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def feed_server() -> Iterator[FeedServer]:
+    s = FeedServer()
+    try:
+        yield s
+    finally:
+        s.close()

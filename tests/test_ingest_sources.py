@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from datetime import datetime
 from email.utils import format_datetime
 from pathlib import Path
@@ -20,21 +19,11 @@ from xml.sax.saxutils import escape
 import pytest
 import redis
 import yaml
-from conftest import RedisServer
+from conftest import FeedServer, RedisServer
 from test_bus_feeds import BOSTON, NAB_FILES, _vigil, boston_bus_section, boston_lines
 from test_bus_media import SAMPLE, dead_key, det_key, media_section, run_media
-from test_media import FeedServer
 
 pytestmark = pytest.mark.skipif(not BOSTON.exists(), reason="../shared/datasets not present")
-
-
-@pytest.fixture
-def feed_server() -> Iterator[FeedServer]:
-    s = FeedServer()
-    try:
-        yield s
-    finally:
-        s.close()
 
 
 def tweets() -> list[dict[str, str]]:

@@ -6,17 +6,15 @@ import functools
 import itertools
 import json
 import pickle
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
+from conftest import FeedServer
 from prometheus_client import CollectorRegistry
 from vigil.detectors.mention_volume import MentionVolume
 from vigil.flows.config import parse_config
@@ -433,66 +431,6 @@ def test_flow_end_to_end_with_testing_source() -> None:
 
 
 # ---------------------------------------------------------------------------- RSS end to end
-class FeedServer:
-    """A real HTTP server on 127.0.0.1 serving feed documents with ETag validation."""
-
-    def __init__(self) -> None:
-        self.docs: dict[str, tuple[bytes, str]] = {}
-        self.requests: list[tuple[str, dict[str, str], int]] = []
-        self.fail_next = 0
-        outer = self
-
-        class H(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                hdrs = {k.lower(): v for k, v in self.headers.items()}
-                if outer.fail_next:
-                    outer.fail_next -= 1
-                    status, body, ctype = 503, b"busy", "text/plain"
-                elif self.path not in outer.docs:
-                    status, body, ctype = 404, b"", "text/plain"
-                else:
-                    body, ctype = outer.docs[self.path]
-                    etag = f'"{hash(body) & 0xFFFFFFFF:x}"'
-                    status = 304 if hdrs.get("if-none-match") == etag else 200
-                outer.requests.append((self.path, hdrs, status))
-                self.send_response(status)
-                if status in (200, 304) and self.path in outer.docs:
-                    self.send_header("ETag", etag)
-                if status == 200:
-                    self.send_header("Content-Type", ctype)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                else:
-                    self.send_header("Content-Length", "0" if status != 503 else str(len(body)))
-                    self.end_headers()
-                    if status == 503:
-                        self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def feed_server() -> Iterator[FeedServer]:
-    s = FeedServer()
-    try:
-        yield s
-    finally:
-        s.close()
-
-
 def rss(items: list[MediaItem]) -> bytes:
     entries = "".join(
         f"<item><guid>{escape(it.item_id)}</guid><title>{escape(it.title or it.text[:60])}"
