@@ -299,8 +299,8 @@ class AlertingConfig(Frozen):
 
     clock: Literal["auto", "hybrid", "wall", "event"] = Field(
         default="auto",
-        description="auto: follow the wall clock when an input is live; event: never "
-        "(replays); wall: always; hybrid: old name of auto",
+        description="auto: when an input is live, time runs on with the wall clock from "
+        "the newest event; event: never (replays); wall: always; hybrid: old name of auto",
     )
     state: StateConfig = StateConfig()
     timing: TimingConfig = TimingConfig()

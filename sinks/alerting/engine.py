@@ -17,9 +17,12 @@ Every timer runs on **event time**, per **domain** (``security/ssh``, ``security
 eras in one process never move each other's clocks. A domain's clock is its *watermark*:
 the smallest promise of its producers (:meth:`AlertEngine.progress`), less
 ``lateness_s``; a domain with no producer follows its newest observation, less
-``lateness_s``; in a ``live`` engine it never falls behind the wall clock less
-``lateness_s``, so a quiet live feed still resolves its alerts; :meth:`AlertEngine.finish`
-(the end of a finite input) moves every domain to the end of time.
+``lateness_s``; in a ``live`` engine its time also runs on with the wall clock from its
+newest event (never ahead of the wall clock), less ``lateness_s``, so a quiet live feed
+still resolves its alerts, while a backlog read at full speed (a restart catching up, a
+bus holding last month's posts) keeps the timers of its own event time: an episode is not
+cut short because the wall clock is far ahead of it; :meth:`AlertEngine.finish` (the end
+of a finite input) moves every domain to the end of time.
 
 Observations wait until their domain's watermark passes them and are then applied in
 event-time order, interleaved with the timers due in between, each at its own time. The
@@ -148,8 +151,9 @@ class AlertEngine(Lifecycle, Notifier):
         How far behind its producers' promises (or its newest observation) a domain's
         watermark stays: room for inputs that are not quite in time order.
     live
-        The inputs are live: a domain's watermark never falls behind the wall clock less
-        ``lateness_s``, so a quiet feed still resolves. Replays and backtests are not live.
+        The inputs are live: a domain's time runs on with the wall clock from its newest
+        event (up to the wall clock), so a quiet feed still resolves. Replays and
+        backtests are not live.
     external_url
         Put in each alert's ``generatorURL`` when set.
     wall
@@ -210,6 +214,7 @@ class AlertEngine(Lifecycle, Notifier):
         self._alert_gen: dict[str, int] = {}
         self._mute_gen = 0
         self._flushed: dict[str, tuple[int, int, float]] = {}
+        self._early: list[Notification] = []  # decided before a tick (a live catch-up)
         #: Observations that arrived behind their domain's watermark (applied at once).
         self.late = 0
         #: Observations dropped as repeats of what was processed before a restart.
@@ -231,18 +236,25 @@ class AlertEngine(Lifecycle, Notifier):
         were processed before the restart: they are dropped (:attr:`replayed`). Live
         inputs resume from their recovery snapshot, and what they send again is applied
         (late) like any other data."""
-        waiting = {k: (d.obs, d.progress, d.newest, d.seq) for k, d in self._domains.items()}
+        waiting = {
+            k: (d.obs, d.progress, d.newest, d.seq, d.anchor, d.anchor_wall)
+            for k, d in self._domains.items()
+        }
         self.alerts = dict(snap.alerts)
         self.groups = dict(snap.groups)
         self.nflog = dict(snap.nflog)
         self._domains = {}
-        for k, (obs, prog, newest, seq) in waiting.items():
+        for k, (obs, prog, newest, seq, anchor, anchor_wall) in waiting.items():
             d = self._dom(k)
             d.obs, d.progress, d.newest, d.seq = obs, prog, newest, seq
+            d.anchor, d.anchor_wall = anchor, anchor_wall
+        now = self.wall() if self.live else 0.0
         for k, t in snap.clock.items():
             d = self._dom(k)
             d.done = max(d.done, t)
             d.data = max(d.data, t)
+            if self.live and t > d.anchor:
+                d.anchor, d.anchor_wall = t, now
             if resume and not self.live:
                 d.known = max(d.known, t)
         self._counts = {"pending": 0, "firing": 0, "resolved": 0}
@@ -258,6 +270,7 @@ class AlertEngine(Lifecycle, Notifier):
         self._alert_gen = {}
         self._flushed = {}
         self._changes = Changes()
+        self._early = []  # decided on the state just replaced (a failed step redoes them)
 
     def clocks(self) -> dict[str, float]:
         """Each domain's event time processed so far, as far as its data tells (a live
@@ -344,6 +357,13 @@ class AlertEngine(Lifecycle, Notifier):
             return
         if ob.ts > d.newest:
             d.newest = ob.ts
+            if self.live:
+                if ob.ts > d.anchor:
+                    d.anchor, d.anchor_wall = ob.ts, self.wall()
+                # Applied at once, but not before the timers its time lets run: detections
+                # of different entities come out of order, and an episode's next one must
+                # not replace it before its group was flushed (it was never notified).
+                self._catch_up(ob.domain, d, self._early)
         if ob.ts < d.done:
             self.late += 1
             self._apply(ob)
@@ -370,6 +390,8 @@ class AlertEngine(Lifecycle, Notifier):
         prog = d.progress
         if ts > prog.get(producer, -_INF):
             prog[producer] = ts
+        if self.live and ts > d.anchor:
+            d.anchor, d.anchor_wall = ts, self.wall()
 
     def finish(self) -> list[Notification]:
         """The inputs ended: every domain's time runs out, so every episode ends at its own
@@ -385,8 +407,12 @@ class AlertEngine(Lifecycle, Notifier):
         if d is None:
             return -_INF
         w = self._data_watermark(d)
-        if self.live:
-            w = max(w, self.wall() - self.lateness_s)
+        if self.live and d.anchor > -_INF:
+            # Wall time elapsed since the newest event, not the wall clock itself: a
+            # backlog of old events (a restart catching up) must not end every episode
+            # at once, then open it again with its next detection.
+            wall = self.wall()
+            w = max(w, min(wall, d.anchor + (wall - d.anchor_wall)) - self.lateness_s)
         if self.clock is not None:
             w = max(w, self.clock.now())
         return max(w, d.done)
@@ -417,24 +443,27 @@ class AlertEngine(Lifecycle, Notifier):
         Within a domain, waiting observations and due timers run in event-time order,
         each at its own time (an observation before a timer due at the same instant).
         """
-        out: list[Notification] = []
+        out, self._early = self._early, []
         # No reset of the inhibit index here: every change of which alerts fire goes through
         # _transition (and load), which resets it.
         for name in list(self._domains):
-            d = self._domains[name]
-            until = self.watermark(name)
-            self._run(d, until, out)
-            if until > d.done and until != _INF:
-                d.done = until
-            data = d.newest if self._finished else min(until, self._data_watermark(d))
-            if data > d.data:
-                d.data = data
+            self._catch_up(name, self._domains[name], out)
         if flush_all:
             for key in list(self.groups):
                 g = self.groups.get(key)
                 if g is not None:
                     out.extend(self._flush(g, self._dom(g.clock).done))
         return out
+
+    def _catch_up(self, name: str, d: _Domain, out: list[Notification]) -> None:
+        """Process domain ``name`` up to its watermark."""
+        until = self.watermark(name)
+        self._run(d, until, out)
+        if until > d.done and until != _INF:
+            d.done = until
+        data = d.newest if self._finished else min(until, self._data_watermark(d))
+        if data > d.data:
+            d.data = data
 
     def _run(self, d: _Domain, until: float, out: list[Notification]) -> None:
         obs, ah, gh = d.obs, d.alerts, d.groups

@@ -299,7 +299,7 @@ class Correlator:
     def drain_changes(self) -> tuple[dict[str, Incident], set[str]]:
         """Incidents changed and deleted since the last call (the store persists them)."""
         up = {k: self.incidents[k] for k in self._changed if k in self.incidents}
-        gone = set(self._deleted)
+        gone = self._deleted - up.keys()  # deleted, then opened again: the newer wins
         self._changed.clear()
         self._deleted.clear()
         return up, gone

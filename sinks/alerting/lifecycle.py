@@ -185,6 +185,7 @@ class Lifecycle:
                 self.groups[key] = g
                 heapq.heappush(dom.groups, (g.next_flush, key))
             g.fingerprints.add(a.fingerprint)
+            self._changes.groups_deleted.discard(key)  # emptied earlier in this step
             # Alertmanager: an alert that started longer than group_wait ago, joining a group
             # that has not flushed yet, makes it flush now.
             if not g.has_flushed and a.active_at + route.group_wait <= now < g.next_flush:

@@ -253,6 +253,7 @@ class Notifier:
             entry = LogEntry(_sorted(firing_set), _sorted(resolved_set), now, seq, epoch)
             self.nflog[nkey] = entry
             self._changes.nflog[nkey] = entry
+            self._changes.nflog_deleted.discard(nkey)
         if gone:
             g.fingerprints -= gone
         g.has_flushed = True

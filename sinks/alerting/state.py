@@ -175,6 +175,8 @@ class _Domain:
 
     __slots__ = (
         "alerts",
+        "anchor",
+        "anchor_wall",
         "data",
         "done",
         "expected",
@@ -197,3 +199,7 @@ class _Domain:
         self.data = -_INF  # ...of which the data itself vouches for (no wall clock)
         self.known = -_INF  # processed before a restart: observations up to here are repeats
         self.seq = 0
+        # A live engine's time runs on with the wall clock from here: the newest event
+        # time its data (or a restored clock) showed, and the wall time it did so.
+        self.anchor = -_INF
+        self.anchor_wall = 0.0

@@ -258,15 +258,16 @@ class MemoryStore:
         notification: what a restart must not forget), else at most once a second."""
         with self._lock:
             s = self._snap
-            s.alerts.update(changes.alerts)
+            # Deletes first: a key deleted and created again in one step is in both.
             for k in changes.alerts_deleted:
                 s.alerts.pop(k, None)
-            s.groups.update(changes.groups)
+            s.alerts.update(changes.alerts)
             for k in changes.groups_deleted:
                 s.groups.pop(k, None)
-            s.nflog.update(changes.nflog)
+            s.groups.update(changes.groups)
             for k in changes.nflog_deleted:
                 s.nflog.pop(k, None)
+            s.nflog.update(changes.nflog)
             s.clock = merge_clocks(s.clock, changes.clock)
             self._version += 1
             self._dirty = True
@@ -521,13 +522,17 @@ class RedisStore:
             ("nflog", changes.nflog, changes.nflog_deleted),
         )
         for table, upserts, deletes in tables:
+            # Deletes first: a key deleted and then created again within one step (a
+            # group emptied, then a new episode of the same entity) is in both, and the
+            # upsert is the newer. Written the other way round, the new group was gone
+            # after a restart, and its alert was never notified.
+            if deletes:
+                p.hdel(self.k(table), *deletes)
             if upserts:
                 p.hset(
                     self.k(table),
                     mapping={k: orjson.dumps(v.to_dict()) for k, v in upserts.items()},
                 )
-            if deletes:
-                p.hdel(self.k(table), *deletes)
         if audit:  # one stream entry per step, holding the step's records in order
             p.xadd(
                 self.k("audit"),
