@@ -81,16 +81,7 @@ def _distinct(
             del table[next(iter(table))]
         d = SlidingDistinct(w, cap)
     table[target] = d  # last: the most recently used
-    # d.add_count(item, ts), its common case inlined (this runs several times per probe)
-    last = d._last
-    if last.pop(item, None) is None and len(last) >= d.cap:
-        d.add(item, ts)  # at the cap: expire, then keep it or count it in the sketch
-        return d.count(ts)
-    last[item] = ts
-    if last[next(iter(last))] < ts - d.window_s:
-        d._expire(ts)
-    hll = d._hll
-    return len(last) if hll is None else len(last) + round(hll.get_estimate())
+    return d.add_count(item, ts)
 
 
 def _seed_set(ep: _Episode, name: str, d: SlidingDistinct | None) -> None:
