@@ -61,6 +61,7 @@ __all__ = ["FEED", "MediaStreams", "attach", "build_flow", "item_time", "make_pa
 log = logging.getLogger(__name__)
 
 _HANDLE = re.compile(r"@(\w+)")
+_NONE: frozenset[str] = frozenset()
 _KEY = "media"
 # Positions in MediaItem's field order (``one`` builds the values in that order).
 _TITLE, _TEXT, _LANG, _SENTIMENT, _SIG = 4, 5, 7, 9, 12
@@ -203,7 +204,7 @@ def make_parse_batch(
         exact = tokens(body)
         # Tokens are casefolded already: an ASCII one folds to itself.
         folded = exact if body.isascii() else [fold(t) for t in exact]
-        handles = {fold(h) for h in _HANDLE.findall(body.casefold())} if "@" in body else ()
+        handles = {fold(h) for h in _HANDLE.findall(body.casefold())} if "@" in body else _NONE
         ents = tuple(m.entity for m in watch.find_tokens(exact, folded))
         item_id = str(get(k_id) or url or "")
         if not item_id:
