@@ -394,8 +394,9 @@ class _Agency:
             grace_period=r.backlog.grace_period,
             min_std=0.5,
         )
-        self.backlog_hist: deque[int] = deque()
-        self.net_hist: deque[float] = deque()  # expected net inflow per window
+        per_day = slots // 3  # three day types
+        self.backlog_hist: deque[int] = deque(maxlen=per_day + 1)
+        self.net_hist: deque[float] = deque(maxlen=per_day)  # expected net inflow per window
         self.office: deque[tuple[int, int]] = deque()
         # EWMA of completions per office-hour window; < 0 while there is none yet.
         self.usual_comp: float = -1.0
@@ -474,13 +475,16 @@ class _Agency:
         self.net_base.restore(net)
         self.cusum = StepCUSUM(k=k, h=h, alpha=0.05, grace_period=cgrace, min_std=0.5)
         self.cusum.restore(cus)
-        self.backlog_hist, self.net_hist, self.office = deque(bh), deque(nh), deque(office)
+        self.backlog_hist = deque(bh, maxlen=slots // 3 + 1)
+        self.net_hist = deque(nh, maxlen=slots // 3)
+        self.office = deque(office)
 
 
 def window_stats(
-    name: str, a: _Agency, bk: _Bucket, end: float, w: float, trail_n: int
-) -> list[QueueStats]:
-    """The :class:`QueueStats` of the agency and its active services for one window."""
+    name: str, a: _Agency, bk: _Bucket, end: float, w: float, trail_n: int, out: list[Any]
+) -> None:
+    """Append the :class:`QueueStats` of the agency and its active services for one window
+    to ``out``."""
     trail_s = trail_n * w
     c = bk.agency
     cache = a.trail_cache
@@ -488,7 +492,7 @@ def window_stats(
     if tot is None:
         tot = cache[None] = trail_figures(a, None)
     comp, on_time, q = tot
-    out = [
+    out.append(
         _new_stats(
             end,
             w,
@@ -507,7 +511,7 @@ def window_stats(
             trail_s,
             tuple(sorted(c.channels.items())) if c.channels else (),
         )
-    ]
+    )
     levels = a.svc_levels
     for svc, sc in bk.services.items():
         # A service's levels change only through its own activity (arrivals,
@@ -537,7 +541,6 @@ def window_stats(
                 trail_s,
             )
         )
-    return out
 
 
 def _index_done(done: dict[str | None, deque[_Counts]], bk: _Bucket) -> None:

@@ -173,19 +173,19 @@ class _QueueRules:
         judge = detect and ar.enabled
         if judge or learn:
             ex = a.arr_base.explain_learn(slot, float(a.cum), ar.z, learn)
-            if judge and ex[0] != 0.0:
+            # A score inside (-z, z) passes neither threshold (most windows).
+            if judge and (ex[0] >= ar.z or ex[0] <= -ar.z):
                 self._arrival(out, a, name, "", a.cum, ex, end, day, dtype, held)
         if judge:
-            rows = set(over)
-            if ar.drop:
-                rows.update(sb.drop_candidates(slot, ar.min_count))
-            names = sb.names
-            for i in sorted(rows):
-                svc = names[i]
-                x = a.svc_cum.get(svc, 0)
-                self._arrival(
-                    out, a, name, svc, x, sb.explain(i, slot, float(x)), end, day, dtype, held
-                )
+            drops = sb.drop_candidates(slot, ar.min_count) if ar.drop else ()
+            rows = over.union(drops) if drops else over
+            if rows:
+                names = sb.names
+                for i in sorted(rows):
+                    svc = names[i]
+                    x = a.svc_cum.get(svc, 0)
+                    e = sb.explain(i, slot, float(x))
+                    self._arrival(out, a, name, svc, x, e, end, day, dtype, held)
         if learn:
             sb.record(slot, ar.z, ar.min_count)
 
@@ -197,13 +197,11 @@ class _QueueRules:
         if not warm:
             expected_net = 0.0
         bh, nh = a.backlog_hist, a.net_hist
-        bh.append(a.backlog)
-        nh.append(expected_net)
-        while len(bh) > self.per_day + 1:
-            bh.popleft()
-        while len(nh) > self.per_day:
-            nh.popleft()
-        z = max(-_Z_CLIP, min(_Z_CLIP, score))
+        bh.append(a.backlog)  # bounded: the last day and the window before it
+        nh.append(expected_net)  # the last day
+        # max(-_Z_CLIP, min(_Z_CLIP, score)) as the comparisons the builtins make
+        z = score if score < _Z_CLIP else _Z_CLIP
+        z = z if z > -_Z_CLIP else -_Z_CLIP
         if a.cusum.score_learn(z) >= 1.0:
             a.signal_ts = end
         # The shift is signalled when it starts; the backlog shows it over the next day.

@@ -374,7 +374,7 @@ class QueueMonitor(_QueueRules):
         for name, a in self._agencies.items():
             bk = a.buckets.pop(start, None) or empty
             trail_push(a, start, bk, self.trail_n)
-            out.extend(window_stats(name, a, bk, end, self.w, self.trail_n))
+            window_stats(name, a, bk, end, self.w, self.trail_n, out)
             self._rules(name, a, bk, end, day, day_type, slot, learn, detect, office, out)
 
     def _window_facts(self, start: float) -> tuple[str, int, int, bool, bool]:
