@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import deque
 from collections.abc import Iterable, Sequence
 from functools import partial
 from itertools import repeat
@@ -239,43 +238,39 @@ class MinHashIndex:
         self._expire(ts)
         if not sig:
             return new_id, True
+        story = self._insert(sig, new_id, ts, search=True)
+        return (new_id, True) if story is None else (story, False)
+
+    def _add(self, sig: bytes, sid: str, ts: float) -> None:
+        self._insert(sig, sid, ts, search=False)
+
+    def _insert(self, sig: bytes, sid: str, ts: float, *, search: bool) -> str | None:
+        """Store ``sig`` under story ``sid``, or under the story of the most similar stored
+        signature when ``search`` finds one (returned, else ``None``).
+
+        One dict operation per band: ``setdefault`` stores the entry's number where the
+        band does not hold the key yet and returns what it held otherwise."""
         keys = self._keys(sig)
-        hits = self._hits(keys)  # looked up once, for the search and the insertion
-        story = self._match(sig, hits)
-        sid = new_id if story is None else story
-        self._insert(sig, sid, ts, keys, hits)
-        return sid, story is None
-
-    def _add(self, sig: bytes, sid: str, ts: float, keys: list[bytes] | None = None) -> None:
-        keys = keys or self._keys(sig)
-        self._insert(sig, sid, ts, keys, self._hits(keys))
-
-    def _insert(
-        self,
-        sig: bytes,
-        sid: str,
-        ts: float,
-        keys: list[bytes],
-        hits: list[int | set[int] | None],
-    ) -> None:
         self._seq += 1
         k = self._seq
-        self._items[k] = (sig, sid, ts)
+        held = list(map(dict.setdefault, self._bands, keys, repeat(k)))
+        story = None
+        if held.count(k) != _BANDS:  # some band holds the key already (sets never equal k)
+            hits = [None if h is k else h for h in held]
+            if search:
+                story = self._match(sig, hits)
+            for band, key, cur in zip(self._bands, keys, hits, strict=True):
+                if cur is None:
+                    continue
+                if isinstance(cur, int):
+                    band[key] = {cur, k}
+                else:
+                    cur.add(k)
+        self._items[k] = (sig, sid if story is None else story, ts)
         self._band_keys[k] = keys
-        if not any(hits):  # no band holds these keys yet: store the entry's number in each
-            deque(map(dict.__setitem__, self._bands, keys, repeat(k)), maxlen=0)
-            if len(self._items) > self.max_items:
-                self._drop(self._oldest())
-            return
-        for band, key, cur in zip(self._bands, keys, hits, strict=True):
-            if cur is None:
-                band[key] = k
-            elif isinstance(cur, int):
-                band[key] = {cur, k}
-            else:
-                cur.add(k)
         if len(self._items) > self.max_items:
             self._drop(self._oldest())
+        return story
 
     def _oldest(self) -> int:
         """The number of the oldest stored entry (there is one)."""
@@ -289,21 +284,19 @@ class MinHashIndex:
     def _drop(self, k: int) -> None:
         sig = self._items.pop(k)[0]
         keys = self._band_keys.pop(k, None) or self._keys(sig)
-        held = list(map(dict.get, self._bands, keys))
+        # One dict operation per band: take the key out, and put back what others share.
+        held = list(map(dict.pop, self._bands, keys, repeat(None)))
         if held.count(k) == _BANDS:  # the entry alone in every band (a set never equals k)
-            deque(map(dict.__delitem__, self._bands, keys), maxlen=0)
             return
-        for band, key in zip(self._bands, keys, strict=True):
-            s = band.get(key)
-            if s is None:
+        for band, key, s in zip(self._bands, keys, held, strict=True):
+            if s is None or s == k:
                 continue
-            if isinstance(s, int):
-                if s == k:
-                    del band[key]
+            if isinstance(s, int):  # another entry's key: not ours to remove
+                band[key] = s
             else:
                 s.discard(k)
-                if not s:
-                    del band[key]
+                if s:
+                    band[key] = s
 
     def _expire(self, now: float) -> None:
         horizon = now - self.horizon_s

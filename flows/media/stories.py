@@ -247,10 +247,11 @@ class _StoryTerms(_StoryTracks):
         for t, c in old.terms.items():
             rb = get(t)
             if rb is None:
-                base[t] = (0.0 + w * c, idx)
+                base[t] = (w * c, idx)
             else:
-                gap = idx - rb[1]
-                base[t] = (rb[0] * (pw[gap] if 0 <= gap < n_pw else d**gap) + w * c, idx)
+                rate, last = rb
+                gap = idx - last
+                base[t] = ((rate * pw[gap] if 0 <= gap < n_pw else rate * d**gap) + w * c, idx)
         rb = get(_TOTAL)
         rate = 0.0 if rb is None else rb[0] * d ** (idx - rb[1])
         base[_TOTAL] = (rate + w * len(old.stories), idx)
