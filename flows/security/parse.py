@@ -37,6 +37,7 @@ ShardBatch = tuple[
 Router = Callable[[SecurityEvent], list[tuple[str, str]]]
 RulesOut = Detection | DeadLetter | Tally | Watermark
 _FMT = attrgetter("fmt")
+_DATASET_ACTION = attrgetter("dataset", "action")
 
 
 class RulesLogic(StatefulBatchLogic[ShardBatch, RulesOut, RulesSnapshot]):
@@ -128,7 +129,7 @@ def make_parse_batch(
         crowds: dict[str, list[tuple[str, SecurityEvent]]] = {}
         late = 0
         lines: dict[tuple[str, str], int] = {}
-        events: dict[tuple[str, str], int] = {}
+        evs: list[SecurityEvent] = []  # counted per (dataset, action) at the end, in C
         buckets: dict[str, dict[float, dict[str, int]]] = {}
         sources: dict[str, dict[float, dict[str, int]]] = {}
         moved = False
@@ -147,8 +148,7 @@ def make_parse_batch(
             if type(r) is SecurityEvent:
                 action = r.action
                 ds = r.dataset
-                ek = (ds, action)
-                events[ek] = events.get(ek, 0) + 1
+                evs.append(r)
                 ts = r.ts
                 b = ts - ts % tumbling_s
                 top = newest.get(ds)
@@ -243,7 +243,14 @@ def make_parse_batch(
                 for k in names
             )
         out.append(
-            Tally("parse", lines=lines, events=events, late=late, buckets=buckets, sources=sources)
+            Tally(
+                "parse",
+                lines=lines,
+                events=dict(Counter(map(_DATASET_ACTION, evs))),
+                late=late,
+                buckets=buckets,
+                sources=sources,
+            )
         )
         return out
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vigil.flows.security.config import SecurityRules as RulesConfig
 from vigil.flows.security.episodes import (
-    Evidence,
     _Episode,
     _fmt_n,
     _ongoing,
@@ -81,17 +79,13 @@ def _seed_hosts(
     _seed_window(ep, (table or {}).get(port), "hosts", str, "ports", f"{port}/{proto}")
 
 
-@dataclass(slots=True)
-class _Hit:
-    """A scan condition met by one event: which, its count, its rule and texts."""
-
-    scan: str
-    n: float
-    rule: _RuleLike
-    threshold: float
-    text: Callable[[], tuple[str, str]]
-    seed: Evidence
-    target: str = ""  # the host of a vertical scan, the port of a horizontal one
+#: A scan condition met by one probe: which (``VERTICAL``, ``HORIZONTAL``, ``PING``), its
+#: count, and its target (the host of a vertical scan, the port of a horizontal one, ``""``
+#: for a ping sweep). Its rule follows from the first (:meth:`_PortScans._scan_rule`); its
+#: texts and the evidence of its start are built only when a detection is emitted.
+_Hit = tuple[str, float, str]
+VERTICAL, HORIZONTAL, PING = "vertical", "horizontal", "ping_sweep"
+_PORT_SCAN = ("port_scan", "")
 
 
 class _PortScans:
@@ -157,23 +151,7 @@ class _PortScans:
                 hosts = src.icmp_hosts = SlidingDistinct(ps.window_s, 2 * ps.hosts)
             n = hosts.add_count(dst, ts)
             if n >= ps.hosts or src.active:  # else nothing to fire or extend
-                hit = (
-                    _Hit(
-                        "ping_sweep",
-                        n,
-                        ps,
-                        ps.hosts,
-                        lambda: (
-                            f"Ping sweep from {ip}",
-                            f"ICMP probes from {ip} to {n} distinct hosts within "
-                            f"{_fmt_n(ps.window_s)} s (threshold {ps.hosts})",
-                        ),
-                        lambda ep: _seed_keys(ep, "hosts", hosts),
-                    )
-                    if n >= ps.hosts
-                    else None
-                )
-                self._scan(ip, src, out, [hit] if hit else [], lambda ep: ep.count("hosts", dst))
+                self._scan(ip, src, out, [(PING, n, "")] if n >= ps.hosts else [], dst, None, "")
             return
         state = ev.conn_state
         if state is None or ev.reason == BACKWARD:
@@ -192,11 +170,9 @@ class _PortScans:
         port = ev.destination_port
         if not failed or port is None:
             return
-        proto = ev.transport or "tcp"
         mostly_failed = bal > 0
+        hits: list[_Hit] = []
         vs = r.vertical_scan
-        n = 0
-        v_hit = False
         if vs.enabled:
             table = src.ports_by_host
             if table is None:
@@ -205,10 +181,9 @@ class _PortScans:
             if d is None:
                 d = self._new_distinct(table, dst, vs.window_s, 2 * vs.ports)
             n = d.add_count(port, ts)
-            v_hit = n >= vs.ports and mostly_failed
+            if n >= vs.ports and mostly_failed:
+                hits.append((VERTICAL, n, dst))
         hs = r.horizontal_scan
-        m = 0
-        h_hit = False
         if hs.enabled:
             by_port = src.hosts_by_port
             if by_port is None:
@@ -217,99 +192,19 @@ class _PortScans:
             if d is None:
                 d = self._new_distinct(by_port, port, hs.window_s, 2 * hs.hosts)
             m = d.add_count(dst, ts)
-            h_hit = m >= hs.hosts and mostly_failed
-        act = src.active
-        if act is None:
-            if not (v_hit or h_hit):
-                return  # nothing to fire or extend: the common case
-        elif self._scan_extends(act, ts, dst, port, proto, v_hit, n, h_hit, m):
-            return  # an ongoing scan extended, nothing to report
-        hits: list[_Hit] = []
-        if v_hit:
-            hits.append(
-                _Hit(
-                    "vertical",
-                    n,
-                    vs,
-                    vs.ports,
-                    lambda: (
-                        f"Vertical port scan of {dst} from {ip}",
-                        f"{n} distinct ports on {dst} probed by {ip} without an answer "
-                        f"within {_fmt_n(vs.window_s)} s (threshold {vs.ports})",
-                    ),
-                    lambda ep: _seed_ports(ep, src.ports_by_host, dst, proto),
-                    dst,
-                )
-            )
-        if h_hit:
-            hits.append(
-                _Hit(
-                    "horizontal",
-                    m,
-                    hs,
-                    hs.hosts,
-                    lambda: (
-                        f"Horizontal scan of port {port} from {ip}",
-                        f"port {port} probed on {m} distinct hosts by {ip} without an "
-                        f"answer within {_fmt_n(hs.window_s)} s (threshold {hs.hosts})",
-                    ),
-                    lambda ep: _seed_hosts(ep, src.hosts_by_port, port, proto),
-                    str(port),
-                )
-            )
-        if hits or src.active:  # else nothing to fire or extend
-            self._scan(ip, src, out, hits, lambda ep: _probe_evidence(ep, dst, port, proto))
+            if m >= hs.hosts and mostly_failed:
+                hits.append((HORIZONTAL, m, str(port)))
+        if hits or src.active:  # else nothing to fire or extend: the common case
+            self._scan(ip, src, out, hits, dst, port, ev.transport or "tcp")
 
-    def _scan_extends(
-        self,
-        act: dict[tuple[str, str], _Episode],
-        ts: float,
-        dst: str,
-        port: int,
-        proto: str,
-        v_hit: bool,
-        n: int,
-        h_hit: bool,
-        m: int,
-    ) -> bool:
-        """What :meth:`_scan` does with a probe of an ongoing ``port_scan`` episode that
-        reports nothing (no target newly over its threshold or due, no refresh due), done
-        without building its hits; ``False`` (nothing changed) when :meth:`_scan` must run.
-        Most probes of a long scan are this case."""
-        ep = _ongoing(act, ("port_scan", ""), ts)
-        if ep is None:
-            return False
-        refresh = self.refresh_s
-        if ts - ep.last_emit >= refresh:
-            return False
-        targets = ep.targets
-        if v_hit:
-            last = targets.get(("vertical", dst)) if targets is not None else None
-            if last is None or ts - last >= refresh:
-                return False
-        if h_hit:
-            last = targets.get(("horizontal", str(port))) if targets is not None else None
-            if last is None or ts - last >= refresh:
-                return False
-        _probe_evidence(ep, dst, port, proto)
-        if targets is None:
-            ep.targets = {}
-        scans = ep.scans
+    def _scan_rule(self, scan: str) -> tuple[_RuleLike, float]:
+        """The rule of a scan condition and its threshold."""
         r = self.rules
-        if v_hit:
-            if "vertical" not in scans:
-                ep.hold = max(ep.hold, r.vertical_scan.window_s)
-            if n > scans.get("vertical", 0):
-                scans["vertical"] = n
-        if h_hit:
-            if "horizontal" not in scans:
-                ep.hold = max(ep.hold, r.horizontal_scan.window_s)
-            if m > scans.get("horizontal", 0):
-                scans["horizontal"] = m
-        first = n if v_hit else m if h_hit else None
-        if first is not None and first > ep.peak:
-            ep.peak, ep.peak_ts = first, ts
-        return True
+        if scan == VERTICAL:
+            return r.vertical_scan, r.vertical_scan.ports
+        if scan == HORIZONTAL:
+            return r.horizontal_scan, r.horizontal_scan.hosts
+        return r.ping_sweep, r.ping_sweep.hosts
 
     def _scan(
         self,
@@ -317,76 +212,135 @@ class _PortScans:
         src: _Source,
         out: list[Detection],
         hits: list[_Hit],
-        evidence: Evidence,
+        dst: str,
+        port: int | None,
+        proto: str,
     ) -> None:
         """One ``port_scan`` episode per source, whatever mix of ping sweep, horizontal and
         vertical scanning it is: it starts with the first condition met, holds for the
-        longest window among the conditions met so far, and every unanswered probe or ping
-        extends it. A condition met for the first time in the episode (a new host scanned
-        vertically, a new port horizontally) is reported at once; the ``scans`` evidence
-        lists each kind of scan with its largest count."""
+        longest window among the conditions met so far, and every unanswered probe of
+        ``port``/``proto`` on ``dst`` (a ping of ``dst``: ``port`` is ``None``) extends it.
+        A condition met for the first time in the episode (a new host scanned vertically,
+        a new port horizontally) is reported at once; the ``scans`` evidence lists each
+        kind of scan with its largest count. Most probes of a long scan report nothing."""
         act = src.active
-        key = ("port_scan", "")
         ts = self._ts
-        ep = _ongoing(act, key, ts)
+        ep = _ongoing(act, _PORT_SCAN, ts)
         if ep is None:
             if not hits:
                 return
-            first = hits[0]
             if act is None:
                 act = src.active = {}
-            ep = act[key] = _Episode(ts, first.n, ts)
-            ep.hold = max(h.rule.window_s for h in hits)
-            ep.targets = {(h.scan, h.target): ts for h in hits}
-            for h in hits:
-                ep.scans[h.scan] = h.n
-                h.seed(ep)
-            self._emit_scan(out, ip, first, ep)
+            ep = act[_PORT_SCAN] = _Episode(ts, hits[0][1], ts)
+            ep.hold = max(self._scan_rule(scan)[0].window_s for scan, _, _ in hits)
+            ep.targets = {(scan, target): ts for scan, _, target in hits}
+            for scan, n, _ in hits:
+                ep.scans[scan] = n
+                self._seed_scan(ep, src, scan, dst, port, proto)
+            self._emit_scan(out, ip, hits[0], ep, dst, port)
             return
-        evidence(ep)
-        news = False
-        if ep.targets is None:
-            ep.targets = {}
+        if port is None:
+            ep.count("hosts", dst)
+        else:
+            _probe_evidence(ep, dst, port, proto)
         targets = ep.targets
-        for h in hits:
-            if h.scan not in ep.scans:
-                ep.hold = max(ep.hold, h.rule.window_s)
-            tk = (h.scan, h.target)
+        if targets is None:
+            targets = ep.targets = {}
+        scans = ep.scans
+        refresh = self.refresh_s
+        news = False
+        for scan, n, target in hits:
+            if scan not in scans:
+                ep.hold = max(ep.hold, self._scan_rule(scan)[0].window_s)
+            tk = (scan, target)
             last = targets.get(tk)
             # A host or port newly over its threshold, or one not reported for refresh_s:
             # report it now (as an update of the source's one alert).
             if (last is None and len(targets) < _MAX_TARGETS) or (
-                last is not None and ts - last >= self.refresh_s
+                last is not None and ts - last >= refresh
             ):
                 news = True
                 targets[tk] = ts
-            if h.n > ep.scans.get(h.scan, 0):
-                ep.scans[h.scan] = h.n
-        if hits and hits[0].n > ep.peak:
-            ep.peak, ep.peak_ts = hits[0].n, ts
-        if news or ts - ep.last_emit >= self.refresh_s:
+            if n > scans.get(scan, 0):
+                scans[scan] = n
+        if hits and hits[0][1] > ep.peak:
+            ep.peak, ep.peak_ts = hits[0][1], ts
+        if news or ts - ep.last_emit >= refresh:
             ep.last_emit = ts
-            self._emit_scan(out, ip, hits[0] if hits else None, ep)
+            self._emit_scan(out, ip, hits[0] if hits else None, ep, dst, port)
 
-    def _emit_scan(self, out: list[Detection], ip: str, hit: _Hit | None, ep: _Episode) -> None:
+    @staticmethod
+    def _seed_scan(
+        ep: _Episode, src: _Source, scan: str, dst: str, port: int | None, proto: str
+    ) -> None:
+        """What led up to a scan condition: the distinct values of its window."""
+        if scan == VERTICAL:
+            _seed_ports(ep, src.ports_by_host, dst, proto)
+        elif scan == HORIZONTAL and port is not None:
+            _seed_hosts(ep, src.hosts_by_port, port, proto)
+        elif scan == PING and src.icmp_hosts is not None:
+            _seed_keys(ep, "hosts", src.icmp_hosts)
+
+    def _emit_scan(
+        self,
+        out: list[Detection],
+        ip: str,
+        hit: _Hit | None,
+        ep: _Episode,
+        dst: str,
+        port: int | None,
+    ) -> None:
+        """Report the episode: as ``hit`` (met by this probe of ``port`` on ``dst``), or
+        without one, as the scanning still going on."""
+        rule: _RuleLike
+        threshold: float
         if hit is None:
-            scans = ", ".join(f"{k} {_fmt_n(v)}" for k, v in ep.scans.items())
-            hit = _Hit(
-                next(iter(ep.scans)),
-                ep.peak,
-                self.rules.vertical_scan,
-                0,
-                lambda: (f"Port scan from {ip}", f"{ip} still probing ({scans})"),
-                lambda ep: None,
-            )
+            scan, n, rule, threshold = next(iter(ep.scans)), ep.peak, self.rules.vertical_scan, 0
+        else:
+            scan, n, _ = hit
+            rule, threshold = self._scan_rule(scan)
         self._emit(
             out,
             "port_scan",
             ip,
-            hit.rule,
-            hit.n,
-            hit.threshold,
-            hit.text,
-            (("source_ip", ip), ("scan", hit.scan)),
+            rule,
+            n,
+            threshold,
+            lambda: _scan_text(ip, scan if hit else None, n, rule, threshold, dst, port, ep),
+            (("source_ip", ip), ("scan", scan)),
             ep,
         )
+
+
+def _scan_text(
+    ip: str,
+    scan: str | None,
+    n: float,
+    rule: _RuleLike,
+    threshold: float,
+    dst: str,
+    port: int | None,
+    ep: _Episode,
+) -> tuple[str, str]:
+    """(summary, description) of a port scan report: of the condition ``scan`` met with
+    count ``n``, or (``None``) of the scanning still going on."""
+    w = _fmt_n(rule.window_s)
+    if scan == VERTICAL:
+        return (
+            f"Vertical port scan of {dst} from {ip}",
+            f"{n} distinct ports on {dst} probed by {ip} without an answer "
+            f"within {w} s (threshold {threshold})",
+        )
+    if scan == HORIZONTAL:
+        return (
+            f"Horizontal scan of port {port} from {ip}",
+            f"port {port} probed on {n} distinct hosts by {ip} without an "
+            f"answer within {w} s (threshold {threshold})",
+        )
+    if scan == PING:
+        return (
+            f"Ping sweep from {ip}",
+            f"ICMP probes from {ip} to {n} distinct hosts within {w} s (threshold {threshold})",
+        )
+    scans = ", ".join(f"{k} {_fmt_n(v)}" for k, v in ep.scans.items())
+    return f"Port scan from {ip}", f"{ip} still probing ({scans})"

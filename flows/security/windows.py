@@ -97,6 +97,12 @@ class SlidingDistinct:
         if len(last) < self.cap:
             last[key] = ts
             return
+        self._add_at_cap(key, ts)
+
+    def _add_at_cap(self, key: object, ts: float) -> None:
+        """A new value while ``cap`` values are live: expire, then keep it exactly if that
+        made room, else count it in the sketch."""
+        last = self._last
         self._expire(ts)
         if len(last) < self.cap:
             last[key] = ts
@@ -117,13 +123,13 @@ class SlidingDistinct:
         """
         last = self._last
         # Seen before (popped, to move to the end), or room for it: the common case.
-        if last.pop(key, None) is None and len(last) >= self.cap:
-            self.add(key, ts)  # at the cap: expire, then keep it or count it in the sketch
-            return self.count(ts)
-        last[key] = ts
-        # count(ts), with the common case (nothing to expire) checked first
-        if last[next(iter(last))] < ts - self.window_s:
-            self._expire(ts)
+        if last.pop(key, None) is not None or len(last) < self.cap:
+            last[key] = ts
+            # count(ts), with the common case (nothing to expire) checked first
+            if last[next(iter(last))] < ts - self.window_s:
+                self._expire(ts)
+        else:
+            self._add_at_cap(key, ts)
         hll = self._hll
         return len(last) if hll is None else len(last) + round(hll.get_estimate())
 
