@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,32 +234,37 @@ class AnomalyLikelihood:
         return (mean, std), window, total, tails
 
     def _plan(self, x: float) -> tuple[float, tuple[Any, ...]]:
-        """The likelihood of ``x`` and the estimator state after it (no mutation)."""
+        """The likelihood of ``x`` and what :meth:`learn_one` changes after it: ``(raw,
+        dist, fit, total, tail)``, ``fit`` the refitted window and tails or ``None``, and
+        ``tail`` ``None`` while learning. Nothing is mutated or copied."""
         x = float(x)
         if self._memo is not None and self._memo[0] == x and self._memo[1] == self._iteration:
             return self._memo[2], self._memo[3]
         raw = float(self.detector.score_one(x))
         it = self._iteration
-        dist, window, total, tails = self._dist, None, self._total, None
+        dist, total, fit, tail = self._dist, self._total, None, None
         if it < self.learning_period + self.estimation_samples:
             likelihood = 0.5
         else:
+            window: Sequence[float]
+            tails: Sequence[float]
             if dist is None or it % self.reestimation_period == 0:
-                dist, wl, total, tl = self._fit()
-                window, tails = deque(wl, maxlen=self.averaging_window), tl
+                dist, window, total, tails = self._fit()
+                fit = (window, tails)
             else:
-                window, tails = deque(self._window, maxlen=self.averaging_window), list(self._tails)
-            if len(window) == window.maxlen:
+                window, tails = self._window, self._tails
+            # The moving average once ``raw`` joins the window (the oldest leaves a full one).
+            n = len(window)
+            if n == self.averaging_window:
                 total -= window[0]
-            window.append(raw)
+                n -= 1
             total += raw
-            tail = _tail(total / len(window), *dist)
+            tail = _tail(total / (n + 1), *dist)
             # Only the first of consecutive extreme values keeps its full strength.
             repeat = tail <= _RED and bool(tails) and tails[-1] <= _RED
             reported = _YELLOW if repeat else tail
-            tails.append(tail)
             likelihood = 1.0 - reported
-        plan = (raw, dist, window, total, tails)
+        plan = (raw, dist, fit, total, tail)
         self._memo = (x, it, likelihood, plan)
         return likelihood, plan
 
@@ -274,13 +279,16 @@ class AnomalyLikelihood:
         return Explanation(self.score_one(x, ts), inner.expected, inner.lower, inner.upper)
 
     def learn_one(self, x: float, ts: float | None = None) -> None:
-        _, (raw, dist, window, total, tails) = self._plan(x)
+        _, (raw, dist, fit, total, tail) = self._plan(x)
         self.detector.learn_one(x, ts)
-        if window is not None:
+        if tail is not None:
+            if fit is not None:
+                w = self.averaging_window
+                self._window, self._tails = deque(fit[0], maxlen=w), deque(fit[1], maxlen=w)
+            self._window.append(raw)
+            self._tails.append(tail)
             self._dist = dist
-            self._window = window
             self._total = total
-            self._tails = deque(tails, maxlen=self.averaging_window)
         self._hist_x.append(float(x))
         self._hist_raw.append(raw)
         self._iteration += 1
