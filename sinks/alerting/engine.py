@@ -492,6 +492,9 @@ class AlertEngine(Lifecycle, Notifier):
                 _, key = heapq.heappop(gh)
                 g = self.groups.get(key)
                 if g is not None and g.next_flush == tg:
-                    out.extend(self._flush(g, tg))
+                    # Before the next observation or alert timer (they run first at equal
+                    # times), and not past ``until``.
+                    idle = min(to, ta, math.nextafter(until, _INF))
+                    out.extend(self._flush(g, tg, idle))
         for item in kept:
             heapq.heappush(ah, item)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -158,8 +159,8 @@ class Notifier:
         gen, mute_gen, wall = stamp
         if mute_gen != self._mute_gen or self._global_windows or route.mute_windows:
             return False
-        if entry is not None and entry.clock < now - route.repeat_interval:
-            return False  # a reminder may be due
+        if _reminder_due(entry, route, now):
+            return False
         if self._silences:
             lo, hi = sorted((wall, self.wall()))
             if any(lo < s.starts_at <= hi or lo < s.ends_at <= hi for s in self._silences):
@@ -181,13 +182,28 @@ class Notifier:
         heapq.heappush(self._dom(g.clock).groups, (g.next_flush, g.key))
         self._changes.groups[g.key] = g
 
-    def _flush(self, g: Group, now: float) -> list[Notification]:
+    def _flush(self, g: Group, now: float, idle_before: float = -math.inf) -> list[Notification]:
+        """Flush ``g`` at event time ``now``.
+
+        ``idle_before``: nothing else that can change what the group decides (an
+        observation, an alert's timer) runs in its domain before that time. An unchanged
+        group's flushes until then would each only move its timer by ``group_interval``
+        (a firing alert of a long episode: one flush every five minutes for weeks), so
+        they are taken in one go: its timer lands on the first of them that is not
+        before ``idle_before`` or at which a reminder is due, at the same times.
+        """
         route = self._routes.get(g.route)
         if route is None:  # the route tree changed since this group was stored
             route = self.route
         nkey = f"{g.receiver}|{g.key}"
         entry = self.nflog.get(nkey)
         if self._unchanged(g, route, entry, now):
+            step = route.group_interval
+            if step > 0 and idle_before < math.inf:
+                # The same additions as one flush after the other (same float times).
+                nxt = now + step
+                while nxt < idle_before and not _reminder_due(entry, route, nxt):
+                    now, nxt = nxt, nxt + step
             self._reschedule(g, route, now)
             return []
         opts = self.receivers.get(g.receiver, ReceiverOptions())
@@ -290,6 +306,11 @@ class Notifier:
             "fingerprint": a.fingerprint,
             "dedup_key": f"{a.fingerprint}@{int(a.active_at)}",
         }
+
+
+def _reminder_due(entry: LogEntry | None, route: Route, now: float) -> bool:
+    """Whether a flush at ``now`` may send a reminder (``repeat_interval`` passed)."""
+    return entry is not None and entry.clock < now - route.repeat_interval
 
 
 def _sorted(fps: set[str]) -> list[str]:
